@@ -1,0 +1,10 @@
+"""The registry of service grammars: adding a service is one module and one entry here."""
+
+from __future__ import annotations
+
+from omprog_ban.grammars import amps
+from omprog_ban.grammars.base import Grammar
+
+GRAMMARS: dict[str, Grammar] = {grammar.name: grammar for grammar in (amps.GRAMMAR,)}
+
+__all__ = ["GRAMMARS", "Grammar"]

@@ -1,0 +1,68 @@
+"""AMPS ``07-0013`` client disconnects (the seed: ban loops on auth / name in use).
+
+Sample lines, as AMPS writes them and as rsyslog hands them over::
+
+    2017-12-07T16:55:49.9395590-08:00 [26] info: 07-0013 client[loader](192.0.2.7:50336) disconnected: auth.
+    2017-12-07T16:55:49.9395590-08:00 [26] info: 07-0013 client[x]([2001:db8::1]:50336) disconnected: name in use.
+    Dec  7 16:55:49 host amps[99]: 07-0013 client[reader](198.51.100.2:50344) disconnected: connection closed.
+
+The client NAME is chosen by the client and may contain ``](``, a fake
+``(198.51.100.9:1) disconnected: auth.`` or a whole log line. AMPS writes the real
+address last, right before the final ``disconnected:``; the greedy name plus the
+end anchor pins the address to that last occurrence.
+"""
+
+from __future__ import annotations
+
+import pyparsing as pp
+
+from omprog_ban.grammars import tokens
+from omprog_ban.grammars.base import Grammar
+from omprog_ban.model import Failure
+
+RULES = {"auth": "auth", "name in use": "name-in-use"}
+
+amps_stamp = pp.Regex(rf"(?P<iso_time>{tokens.ISO_TIME}) \[(?P<thread>\d+)\] (?P<level>[a-z]+): ").set_name(
+    "AMPS stamp"
+)
+message_id = pp.Literal("07-0013").set_name("07-0013")
+disconnect = pp.Regex(
+    r"client\[(?P<client>.*)\]\((?:\[(?P<bracketed>[0-9A-Fa-f:.]{2,45})\]|(?P<plain>[0-9A-Fa-f:.]{2,45}))"
+    r":(?P<port>\d{1,5})\) disconnected: (?P<reason>[^.]{1,64})\.\s*$"
+).set_name("client disconnect")
+
+
+def _address(text: str, location: int, tokens_: pp.ParseResults) -> None:
+    found = tokens.to_address(tokens_.get("bracketed") or tokens_.get("plain"))
+    if found is None:
+        raise pp.ParseException(text, location, "client address is not an address")
+    tokens_["address"] = found
+
+
+disconnect.add_parse_action(_address)
+
+element = (tokens.syslog_header + pp.Opt(amps_stamp) + message_id + disconnect).set_name("AMPS 07-0013")
+
+
+def convert(result: pp.ParseResults, now: float) -> Failure | None:
+    """Return a Failure for the auth and name-in-use disconnects, None for others."""
+    rule = RULES.get(result["reason"])
+    if rule is None:
+        return None
+    return Failure(
+        grammar="amps",
+        rule=rule,
+        address=result["address"],
+        time=tokens.event_seconds(result, now),
+        fields={"client": result["client"], "port": result["port"], "reason": result["reason"]},
+    )
+
+
+GRAMMAR = Grammar(
+    name="amps",
+    rules=tuple(RULES.values()),
+    fields=("client", "port", "reason"),
+    keywords=("07-0013",),
+    element=element,
+    convert=convert,
+)

@@ -1,0 +1,134 @@
+"""Shared pyparsing tokens: addresses, timestamps and the prefixes log carriers add.
+
+Every token is a ``pp.Regex`` (lexical, fast) with a ``set_name``. Address tokens
+convert to :mod:`ipaddress` objects in their parse action and raise
+``pp.ParseException`` for text that is not an address, so ``999.1.1.1`` or
+``1.2.3.4.5`` is a non-match, never a crash.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ipaddress
+import time as _time
+from datetime import datetime
+
+import pyparsing as pp
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4_PATTERN = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+# Loose on purpose: ipaddress decides; the lookarounds stop at a token boundary.
+IPV6_PATTERN = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::" + IPV4_PATTERN + r")?"
+IPV6_WITH_V4_TAIL = r"[0-9A-Fa-f:]{2,30}:" + IPV4_PATTERN
+
+MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
+
+
+def _to_address(_text: str, location: int, tokens: pp.ParseResults):
+    found = to_address(tokens[0])
+    if found is None:
+        raise pp.ParseException(_text, location, f"not an address: {tokens[0]!r}")
+    return found
+
+
+def address(name: str = "address") -> pp.ParserElement:
+    """Return a token for an IPv4 or IPv6 address, converted to an ipaddress object."""
+    token = pp.Regex(rf"(?:{IPV4_PATTERN}(?![\d.])|{IPV6_WITH_V4_TAIL}(?![\d.])|{IPV6_PATTERN}(?![\w:.]))")
+    return token.set_parse_action(_to_address).set_name(name)(name)
+
+
+def to_address(text: str):
+    """Return ``text`` as an ipaddress object, or None when it is not a client address.
+
+    The unspecified address (``0.0.0.0``, ``::``) is never a client: None too.
+    """
+    try:
+        found = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return None if found.is_unspecified else found
+
+
+# --- timestamps -----------------------------------------------------------------
+
+ISO_TIME = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?"
+SYSLOG_TIME = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
+NAMED_TIME = r"\d\d-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{4} \d\d:\d\d:\d\d(?:\.\d+)?"
+
+
+def iso_seconds(text: str) -> float | None:
+    """Return ISO 8601 ``text`` as epoch seconds (local time when it has no zone)."""
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.timestamp()
+
+
+def syslog_seconds(text: str, now: float) -> float | None:
+    """Return an RFC 3164 stamp (``Aug 13 12:40:37``, no year) as epoch seconds.
+
+    The year is the one of ``now``; a stamp more than a day in the future is taken
+    from the year before (a December line read in January).
+    """
+    month, day, clock = text.split()
+    year = _time.localtime(now).tm_year
+    for candidate in (year, year - 1):
+        try:
+            moment = datetime(candidate, MONTHS[month], int(day), *map(int, clock.split(":")))
+        except ValueError:  # Feb 29 in a year without one
+            continue
+        seconds = moment.timestamp()
+        if seconds <= now + 86400:
+            return seconds
+    return None
+
+
+def named_seconds(text: str) -> float | None:
+    """Return BIND's file-channel stamp (``13-Aug-2013 12:40:37.123``) as epoch seconds."""
+    date, clock = text.split()
+    day, month, year = date.split("-")
+    whole, _, fraction = clock.partition(".")
+    hour, minute, second = map(int, whole.split(":"))
+    try:
+        moment = datetime(int(year), MONTHS[month], int(day), hour, minute, second)
+    except ValueError:
+        return None
+    return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+# --- carrier prefixes -----------------------------------------------------------
+# What rsyslog, journald or a daemon's own file writer put before the message.
+
+_TAG = r"(?P<tag>[^\s\[:]{1,64})(?:\[(?P<pid>\d{1,10})\])?: "
+RFC5424 = pp.Regex(
+    r"<\d{1,3}>1 (?P<iso_time>\S+) (?P<host>\S+) (?P<app>\S+) \S+ \S+ "
+    r"(?:-|(?:\[(?:[^\]\\]|\\.)*\])+) ?"
+).set_name("RFC 5424 header")
+RFC3164 = pp.Regex(
+    rf"(?:<\d{{1,3}}>)?(?P<syslog_time>{SYSLOG_TIME}) (?:(?P<host>[^\s\[]\S*) )?{_TAG}"
+).set_name("RFC 3164 header")
+RSYSLOG_FILE = pp.Regex(rf"(?P<iso_time>\d{{4}}-\d\d-\d\dT\S+) (?P<host>[^\s\[]\S*) {_TAG}").set_name(
+    "rsyslog file header"
+)
+JOURNAL_SHORT = pp.Regex(r"(?P<host>[^\s\[]\S*) (?P<tag>[^\s\[:]{1,64})\[(?P<pid>\d{1,10})\]: ").set_name(
+    "journal short header"
+)
+
+syslog_header = pp.Opt(RFC5424 | RFC3164 | RSYSLOG_FILE | JOURNAL_SHORT).set_name("syslog header")
+
+
+def event_seconds(result: pp.ParseResults, now: float) -> float | None:
+    """Return the log's own time from any stamp the parse found, or None."""
+    stamp = result.get("iso_time")
+    if stamp:
+        return iso_seconds(stamp)
+    stamp = result.get("named_time")
+    if stamp:
+        return named_seconds(stamp)
+    stamp = result.get("syslog_time")
+    if stamp:
+        return syslog_seconds(stamp, now)
+    return None

@@ -1,0 +1,69 @@
+"""The values passed between pipeline stages: LogLine -> Failure -> Ban."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Union
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One log message as a source framed it.
+
+    ``received`` is wall-clock seconds when the source read it; ``key`` identifies
+    a delivery (rsyslog's uuid, a journal cursor) so that a resent message is not
+    counted twice; ``meta`` holds what the source knows beside the text (rsyslog
+    properties, journal fields).
+    """
+
+    text: str
+    received: float
+    key: str | None = None
+    meta: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failure a grammar found: who (the daemon-written address), what rule, when.
+
+    ``time`` is the log's own timestamp in epoch seconds, or None when the line
+    has none. ``fields`` holds the grammar's named fields (path, user, qname...),
+    which jails may filter on but which never provide the address.
+    """
+
+    grammar: str
+    rule: str
+    address: Address
+    time: float | None = None
+    fields: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A decision: drop ``address`` for ``bantime`` seconds, starting at ``time``."""
+
+    jail: str
+    address: Address | Network
+    bantime: float
+    time: float
+    failures: int = 0
+    reason: str = ""
+
+    @property
+    def until(self) -> float:
+        """Return the epoch second at which the ban ends."""
+        return self.time + self.bantime
+
+
+def canonical(address: Address) -> Address:
+    """Return ``address`` with IPv4-mapped IPv6 folded into its IPv4 address."""
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
