@@ -29,13 +29,21 @@ class Grammar:
     element: pp.ParserElement
     convert: Convert
 
+    def mentions(self, text: str) -> bool:
+        """Return True when ``text`` holds one of the keywords, so it is worth parsing."""
+        return any(keyword in text for keyword in self.keywords)
+
     def parse(self, text: str, now: float) -> Failure | None:
         """Return the Failure ``text`` records, or None; never raise on bad input.
 
         ``now`` (epoch seconds) only supplies the year of year-less stamps.
         """
-        if not any(keyword in text for keyword in self.keywords):
+        if not self.mentions(text):
             return None
+        return self.parse_mentioned(text, now)
+
+    def parse_mentioned(self, text: str, now: float) -> Failure | None:
+        """Return the Failure of a line that ``mentions`` accepted, or None."""
         try:
             result = self.element.parse_string(text, parse_all=True)
         except (pp.ParseBaseException, RecursionError):

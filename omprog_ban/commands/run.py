@@ -1,0 +1,52 @@
+"""Serve rsyslog's omprog: read messages on stdin, answer each, ban in nftables.
+
+rsyslog starts this with ``omprog-ban run --config /etc/omprog-ban.toml``. The
+config is checked (exit 78) and the nft table verified before the start-up OK.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from omprog_ban import cli
+from omprog_ban.nft import NftError
+from omprog_ban.omprog import serve
+from omprog_ban.runtime import LockedError, Runtime
+
+NAME = "run"
+HELP = "serve rsyslog's omprog protocol on stdin/stdout"
+log = logging.getLogger("omprog-ban")
+
+
+def add_arguments(parser) -> None:
+    """Add run's options."""
+    parser.add_argument("--dry-run", action="store_true", help="decide but never touch nftables; bans go to stderr as JSON lines")
+
+
+def _stop(_signum, _frame):
+    raise SystemExit(0)
+
+
+def main(args) -> int:
+    """Serve until EOF or SIGTERM."""
+    config = cli.load_config(args)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        runtime = Runtime(config, dry_run=args.dry_run)
+    except LockedError as error:
+        log.error("%s", error)
+        return 75  # EX_TEMPFAIL: rsyslog restarts us
+    try:
+        runtime.start()
+    except NftError as error:
+        log.error("cannot set up table inet %s: %s", config.table, error)
+        return cli.EX_UNAVAILABLE
+    log.info("ready: %d jail(s) %s, table inet %s%s", len(config.jails), ", ".join(config.jails),
+             config.table, " (dry run)" if args.dry_run else "")
+    try:
+        return serve(runtime.pipeline.handle, runtime.maintain, sys.stdin.fileno(), sys.stdout)
+    finally:
+        runtime.close()

@@ -1,0 +1,179 @@
+"""The pure decision engine: failures in, bans out. No I/O, no logging, no clock.
+
+A ``Tracker`` counts failures per (jail, address) in a sliding window of
+``findtime`` seconds and returns a ``Ban`` when an address reaches ``maxretry``.
+Times are arguments (epoch seconds), so replays and tests use the log's own times.
+
+Memory: an address is an int key (IPv4 folded into ::ffff:0:0/96, so IPv4-mapped
+IPv6 counts as its IPv4 address); its window is one float while it has a single
+failure and a short list after. When a jail tracks ``capacity`` addresses, the
+address whose latest failure is oldest is evicted first: an attacker who keeps
+failing stays at the young end, so flooding with fresh addresses only evicts
+addresses that have gone quiet (and would have expired anyway).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from bisect import insort
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from omprog_ban.model import Address, Ban, Network
+
+_MAPPED = 0xFFFF << 32
+
+
+def address_key(address: Address) -> int:
+    """Return one int per address, with IPv4 and IPv4-mapped IPv6 equal."""
+    if address.version == 4:
+        return _MAPPED | int(address)
+    return int(address)
+
+
+def key_address(key: int) -> Address:
+    """Return the address an ``address_key`` stands for (IPv4 where it can)."""
+    if key >> 32 == 0xFFFF:
+        return ipaddress.IPv4Address(key & 0xFFFFFFFF)
+    return ipaddress.IPv6Address(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One jail's thresholds: ``maxretry`` failures within ``findtime`` -> ``bantime``."""
+
+    maxretry: int
+    findtime: float
+    bantime: float
+    ignore: tuple[Network, ...] = ()
+    capacity: int = 1_000_000
+
+    def ignores(self, address: Address) -> bool:
+        """Return True when ``address`` lies in one of the ignored networks."""
+        return any(address.version == net.version and address in net for net in self.ignore)
+
+
+class _Jail:
+    """Windows and active bans of one jail."""
+
+    __slots__ = ("policy", "windows", "banned")
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.windows: dict[int, float | list[float]] = {}
+        self.banned: dict[int, float] = {}
+
+
+class Tracker:
+    """Count failures per jail and address; decide bans. Pure and deterministic."""
+
+    def __init__(self, policies: dict[str, Policy]) -> None:
+        self._jails = {name: _Jail(policy) for name, policy in policies.items()}
+
+    def record(self, jail: str, address: Address, now: float, factor: float = 1.0) -> Ban | None:
+        """Count one failure of ``address`` at ``now``; return the Ban it triggers, if any.
+
+        Failures of an ignored address, or of one whose ban is still running,
+        count for nothing. ``factor`` scales ``maxretry`` (stricter when < 1).
+        """
+        state = self._jails[jail]
+        policy = state.policy
+        if policy.ignore and policy.ignores(address):
+            return None
+        key = address_key(address)
+        until = state.banned.get(key)
+        if until is not None:
+            if now < until:
+                return None
+            del state.banned[key]
+        maxretry = max(1, round(policy.maxretry * factor))
+        times = _add(state.windows.pop(key, None), now, policy.findtime)
+        if _reached(times, maxretry, policy.findtime):
+            state.banned[key] = now + policy.bantime
+            count = len(times) if isinstance(times, list) else 1
+            return Ban(jail, key_address(key), policy.bantime, now, count, f"{count} failures")
+        state.windows[key] = times  # re-inserted last: dict order is least recent first
+        if len(state.windows) > policy.capacity:
+            del state.windows[next(iter(state.windows))]
+        return None
+
+    def mark_banned(self, jail: str, address: Address, until: float) -> None:
+        """Note a ban that is running (from the kernel or the state log) until ``until``."""
+        state = self._jails.get(jail)
+        if state is None:
+            return
+        key = address_key(address)
+        state.windows.pop(key, None)
+        state.banned[key] = max(until, state.banned.get(key, 0.0))
+
+    def forget(self, jail: str, address: Address) -> None:
+        """Drop everything known about ``address`` in ``jail`` (an admin's unban)."""
+        state = self._jails.get(jail)
+        if state is not None:
+            key = address_key(address)
+            state.windows.pop(key, None)
+            state.banned.pop(key, None)
+
+    def expire(self, now: float) -> int:
+        """Drop windows and bans that ended before ``now``; return how many went."""
+        dropped = 0
+        for state in self._jails.values():
+            horizon = now - state.policy.findtime
+            for key in [k for k, t in state.windows.items() if _latest(t) <= horizon]:
+                del state.windows[key]
+                dropped += 1
+            for key in [k for k, until in state.banned.items() if until <= now]:
+                del state.banned[key]
+                dropped += 1
+        return dropped
+
+    def tracked(self, jail: str | None = None) -> int:
+        """Return how many addresses have failures in their window."""
+        jails = [self._jails[jail]] if jail else self._jails.values()
+        return sum(len(state.windows) for state in jails)
+
+    def windows(self) -> Iterator[tuple[str, Address, list[float]]]:
+        """Yield every (jail, address, failure times) still in a window."""
+        for name, state in self._jails.items():
+            for key, times in state.windows.items():
+                yield name, key_address(key), times if isinstance(times, list) else [times]
+
+    def bans(self) -> Iterator[tuple[str, Address, float]]:
+        """Yield every (jail, address, until) the engine holds as banned."""
+        for name, state in self._jails.items():
+            for key, until in state.banned.items():
+                yield name, key_address(key), until
+
+
+def _latest(times: float | list[float]) -> float:
+    return times[-1] if isinstance(times, list) else times
+
+
+def _add(times: float | list[float] | None, now: float, findtime: float) -> float | list[float]:
+    """Return the window with ``now`` added (kept sorted) and failures older than findtime dropped."""
+    if times is None:
+        return now
+    if not isinstance(times, list):
+        times = [times]
+    if now >= times[-1]:
+        times.append(now)
+    else:  # a line logged a little out of order (Apache stamps requests at their start)
+        insort(times, now)
+    horizon = times[-1] - findtime
+    if times[0] <= horizon:
+        times = [t for t in times if t > horizon]
+    return times[0] if len(times) == 1 else times
+
+
+def _reached(times: float | list[float], maxretry: int, findtime: float) -> bool:
+    """Return True when some span shorter than findtime holds maxretry failures."""
+    if not isinstance(times, list):
+        return maxretry <= 1
+    if len(times) < maxretry:
+        return False
+    return any(times[i + maxretry - 1] - times[i] < findtime for i in range(len(times) - maxretry + 1))
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Return ``entries`` (addresses or CIDRs) as networks; raise ValueError on bad text."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)

@@ -1,0 +1,258 @@
+"""The nftables backend: the only module that imports the libnftables binding.
+
+omprog-ban owns one ``inet`` table. Each jail has a set per family with
+``flags timeout`` (``<set>_v4``, ``<set>_v6``) and, when subnet bans are on, an
+interval set per family (``<set>_net4``, ``<set>_net6``); one rule per family in
+the ``input`` chain drops the jail's protocols and ports from its sets. A ban is
+an element with a timeout: the kernel expires it. Every command is JSON data,
+never formatted text, and every address is an ipaddress object before it gets
+here, so libnftables never resolves a host name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence, TextIO
+
+from omprog_ban.config import Jail
+from omprog_ban.model import Ban, Network
+
+CHAIN = "input"
+BLOCKLIST = "blocklist"
+
+
+class NftError(Exception):
+    """libnftables refused a command; the text is nft's own error."""
+
+
+@dataclass(frozen=True)
+class Element:
+    """One banned address or prefix as the kernel holds it."""
+
+    jail: str
+    address: str
+    expires: float | None  # seconds left; None for elements without timeout
+    timeout: float | None
+
+
+def set_names(jail: Jail) -> dict[str, str]:
+    """Return the jail's sets by kind: v4, v6 and, with subnet bans, net4 and net6."""
+    names = {"v4": f"{jail.set}_v4", "v6": f"{jail.set}_v6"}
+    if jail.subnet is not None:
+        names.update(net4=f"{jail.set}_net4", net6=f"{jail.set}_net6")
+    return names
+
+
+def _context():
+    import nftables  # the binding, wrapped here and nowhere else
+
+    context = nftables.Nftables()
+    context.set_json_output(True)
+    context.set_handle_output(False)
+    return context
+
+
+class Nft:
+    """Apply bans to the kernel through one libnftables context.
+
+    ``context`` is anything with the binding's ``json_cmd`` (tests may pass
+    their own); the default is a real ``nftables.Nftables()``.
+    """
+
+    def __init__(self, table: str, context: Any = None, jails: Iterable[Jail] = ()) -> None:
+        self.table = table
+        self._context = context if context is not None else _context()
+        self._jails: dict[str, Jail] = {}
+        self._set_of: dict[str, str] = {}
+        self.adopt(jails)
+
+    def adopt(self, jails: Iterable[Jail]) -> None:
+        """Know ``jails`` and their sets, without touching the kernel."""
+        self._jails = {jail.name: jail for jail in jails}
+        self._set_of = {name: jail.name for jail in self._jails.values() for name in set_names(jail).values()}
+
+    def run(self, commands: list[dict[str, Any]]) -> dict[str, Any]:
+        """Run ``commands`` as one transaction; return nft's output; raise NftError."""
+        rc, output, error = self._context.json_cmd({"nftables": commands})
+        if rc != 0:
+            raise NftError((error or f"nft returned {rc}").strip())
+        return output or {}
+
+    def ensure(self, jails: Iterable[Jail], max_set_size: int = 65536, blocklist: Sequence[Network] = ()) -> None:
+        """Create the table, sets and rules; keep existing elements; never duplicate rules."""
+        self.adopt(jails)
+        family_table = {"family": "inet", "table": self.table}
+        commands: list[dict[str, Any]] = [
+            {"add": {"table": {"family": "inet", "name": self.table}}},
+            {"add": {"chain": {**family_table, "name": CHAIN, "type": "filter", "hook": "input", "prio": -10, "policy": "accept"}}},
+            {"flush": {"chain": {**family_table, "name": CHAIN}}},
+        ]
+        for kind, family in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
+            name = f"{BLOCKLIST}_v{kind}"
+            commands.append({"add": {"set": {**family_table, "name": name, "type": family, "flags": ["interval"]}}})
+            commands.append(_rule(self.table, name, kind, None, "blocklist"))
+        for jail in self._jails.values():
+            for kind, name in set_names(jail).items():
+                flags = ["interval", "timeout"] if kind.startswith("net") else ["timeout"]
+                family = "ipv4_addr" if kind.endswith("4") else "ipv6_addr"
+                commands.append({"add": {"set": {**family_table, "name": name, "type": family, "flags": flags, "size": max_set_size}}})
+                commands.append(_rule(self.table, name, kind[-1], jail, f"jail {jail.name}"))
+        if blocklist:
+            commands.append({"flush": {"set": {**family_table, "name": f"{BLOCKLIST}_v4"}}})
+            commands.append({"flush": {"set": {**family_table, "name": f"{BLOCKLIST}_v6"}}})
+            commands.extend(_element_commands("add", self.table, _blocklist_elements(blocklist)))
+        self.run(commands)
+
+    def exists(self) -> bool:
+        """Return True when the table and every jail's rule are in the kernel."""
+        try:
+            output = self.run([{"list": {"chain": {"family": "inet", "table": self.table, "name": CHAIN}}}])
+        except NftError:
+            return False
+        rules = [item["rule"] for item in output.get("nftables", []) if "rule" in item]
+        return len(rules) >= 2 * (len(self._jails) + 1)
+
+    def ban(self, bans: Sequence[Ban]) -> None:
+        """Add every ban as a set element with its timeout, all in one transaction."""
+        if not bans:
+            return
+        by_set: dict[str, list[dict[str, Any]]] = {}
+        for ban in bans:
+            by_set.setdefault(self.set_for(ban.jail, ban.address), []).append(
+                {"elem": {"val": _value(ban.address), "timeout": max(1, round(ban.bantime))}}
+            )
+        self.run(_element_commands("add", self.table, by_set))
+
+    def unban(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | Network, jail: str | None = None) -> list[str]:
+        """Remove ``address`` from the jail's sets (or every jail's); return the jails it left.
+
+        Each delete is its own transaction: one that fails (the element already
+        expired: nft 1.0.6 has no ``destroy``) must not abort the others.
+        """
+        removed = []
+        for name in self._jails if jail is None else [jail]:
+            try:
+                self.run(_element_commands("delete", self.table, {self.set_for(name, address): [_value(address)]}))
+                removed.append(name)
+            except NftError as error:
+                if "No such file" not in str(error) and "does not exist" not in str(error):
+                    raise
+        return removed
+
+    def set_for(self, jail: str, address: Any) -> str:
+        """Return the name of the set of ``jail`` that holds ``address``."""
+        names = set_names(self._jails[jail])
+        if isinstance(address, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and address.num_addresses > 1:
+            return names["net4" if address.version == 4 else "net6"]
+        return names["v4" if address.version == 4 else "v6"]
+
+    def elements(self) -> list[Element]:
+        """Return every element of omprog-ban's sets, read from the kernel."""
+        output = self.run([{"list": {"table": {"family": "inet", "name": self.table}}}])
+        found = []
+        for item in output.get("nftables", []):
+            entry = item.get("set")
+            if not entry:
+                continue
+            name = entry["name"]
+            jail = BLOCKLIST if name.startswith(BLOCKLIST + "_") else self._jail_of(name)
+            for element in entry.get("elem", []):
+                found.append(_element(jail, element))
+        return found
+
+    def _jail_of(self, set_name: str) -> str:
+        if set_name in self._set_of:
+            return self._set_of[set_name]
+        return set_name.rsplit("_", 1)[0]
+
+
+def _rule(table: str, set_name: str, family: str, jail: Jail | None, comment: str) -> dict[str, Any]:
+    expr: list[dict[str, Any]] = []
+    if jail is not None:
+        protocols = list(jail.protocols)
+        expr.append(_match({"meta": {"key": "l4proto"}}, protocols[0] if len(protocols) == 1 else {"set": protocols}))
+        if jail.ports:
+            ports = [_port(port) for port in jail.ports]
+            expr.append(_match({"payload": {"protocol": "th", "field": "dport"}}, ports[0] if len(ports) == 1 else {"set": ports}))
+    expr.append(_match({"payload": {"protocol": "ip" if family == "4" else "ip6", "field": "saddr"}}, f"@{set_name}"))
+    expr += [{"counter": None}, {"drop": None}]
+    return {"add": {"rule": {"family": "inet", "table": table, "chain": CHAIN, "comment": comment, "expr": expr}}}
+
+
+def _match(left: dict[str, Any], right: Any) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": left, "right": right}}
+
+
+def _port(port: int | str) -> Any:
+    if isinstance(port, str):
+        low, high = map(int, port.split("-"))
+        return {"range": [low, high]}
+    return port
+
+
+def _value(address: Any) -> Any:
+    if isinstance(address, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        if address.num_addresses == 1:
+            return str(address.network_address)
+        return {"prefix": {"addr": str(address.network_address), "len": address.prefixlen}}
+    return str(address)
+
+
+def _element_commands(verb: str, table: str, by_set: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    return [{verb: {"element": {"family": "inet", "table": table, "name": name, "elem": elems}}} for name, elems in by_set.items() if elems]
+
+
+def _blocklist_elements(blocklist: Sequence[Network]) -> dict[str, list[Any]]:
+    by_set: dict[str, list[Any]] = {f"{BLOCKLIST}_v4": [], f"{BLOCKLIST}_v6": []}
+    for network in ipaddress.collapse_addresses([n for n in blocklist if n.version == 4]):
+        by_set[f"{BLOCKLIST}_v4"].append(_value(network))
+    for network in ipaddress.collapse_addresses([n for n in blocklist if n.version == 6]):
+        by_set[f"{BLOCKLIST}_v6"].append(_value(network))
+    return by_set
+
+
+def _element(jail: str, element: Any) -> Element:
+    timeout = expires = None
+    if isinstance(element, dict) and "elem" in element:
+        timeout, expires = element["elem"].get("timeout"), element["elem"].get("expires")
+        element = element["elem"]["val"]
+    if isinstance(element, dict) and "prefix" in element:
+        address = f"{element['prefix']['addr']}/{element['prefix']['len']}"
+    elif isinstance(element, dict) and "range" in element:
+        low, high = element["range"]
+        address = ",".join(str(n) for n in ipaddress.summarize_address_range(ipaddress.ip_address(low), ipaddress.ip_address(high)))
+    else:
+        address = str(element)
+    return Element(jail, address, expires, timeout)
+
+
+class DryRun:
+    """A backend that decides nothing away: it writes each ban as a JSON line to ``stream``."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.table = "dry-run"
+
+    def ensure(self, jails: Iterable[Jail], max_set_size: int = 0, blocklist: Sequence[Network] = ()) -> None:
+        """Nothing to create."""
+
+    def exists(self) -> bool:
+        """Always there."""
+        return True
+
+    def ban(self, bans: Sequence[Ban]) -> None:
+        """Write one JSON object per ban: time, jail, host, bantime."""
+        for ban in bans:
+            self.stream.write(json.dumps({"time": ban.time, "jail": ban.jail, "host": str(ban.address), "bantime": ban.bantime, "failures": ban.failures}) + "\n")
+        self.stream.flush()
+
+    def unban(self, address: Any, jail: str | None = None) -> list[str]:
+        """Nothing to remove."""
+        return []
+
+    def elements(self) -> list[Element]:
+        """Nothing is banned."""
+        return []

@@ -1,0 +1,184 @@
+"""One message through the stages: grammars -> jails -> engine -> backend, kept durable.
+
+The pipeline is shared by every source (omprog stdin, the journal, replay).
+Contract of ``handle``: when it returns, every failure the line carried is in
+the ledger and every ban it triggered is in the kernel; when it raises
+``NftError`` the failures are in the ledger and the bans wait in ``pending``,
+to be applied before anything else on the next call (rsyslog resends the line
+after an error reply, and the resend is recognised and not counted twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from omprog_ban.config import Config, Jail
+from omprog_ban.engine import Tracker
+from omprog_ban.grammars import GRAMMARS
+from omprog_ban.ledger import Ledger, Record
+from omprog_ban.model import Ban, Failure, LogLine, canonical
+
+
+@dataclass
+class Counters:
+    """What one jail has seen: for ``status``, metrics and the lost-address warning."""
+
+    lines: int = 0
+    candidates: int = 0
+    matched: int = 0
+    counted: int = 0
+    bans: int = 0
+    last_match: float = 0.0
+
+
+@dataclass
+class Pipeline:
+    """Turn LogLines into applied bans. ``backend`` is ``nft.Nft`` or ``nft.DryRun``.
+
+    ``log_time``: decide on the log's own timestamps (replay) instead of the time
+    the line was received (live). ``on_ban`` is told of every applied ban.
+    """
+
+    config: Config
+    backend: Any
+    ledger: Ledger | None = None
+    log_time: bool = False
+    on_ban: Callable[[Ban], None] | None = None
+    tracker: Tracker = field(init=False)
+    pending: list[Ban] = field(default_factory=list)
+    counters: dict[str, Counters] = field(init=False)
+    last_key: str | None = None
+
+    def __post_init__(self) -> None:
+        jails = self.config.jails.values()
+        self.tracker = Tracker({jail.name: jail.policy for jail in jails})
+        self.counters = {jail.name: Counters() for jail in jails}
+        routes: dict[str, list[Jail]] = {}
+        for jail in jails:
+            routes.setdefault(jail.grammar, []).append(jail)
+        self._routes = [(GRAMMARS[name], group) for name, group in routes.items()]
+
+    def failures(self, line: LogLine) -> list[tuple[Jail, Failure]]:
+        """Return the (jail, failure) pairs that ``line`` counts for."""
+        found = []
+        text = line.text
+        for grammar, jails in self._routes:
+            for jail in jails:
+                self.counters[jail.name].lines += 1
+            if not grammar.mentions(text):
+                continue
+            failure = grammar.parse_mentioned(text, line.received)
+            for jail in jails:
+                counters = self.counters[jail.name]
+                counters.candidates += 1
+                if failure is None:
+                    continue
+                counters.matched += 1
+                counters.last_match = line.received
+                if jail.counts(failure.rule, failure.fields) and _trusted(jail, line):
+                    found.append((jail, failure))
+        return found
+
+    def handle(self, line: LogLine) -> list[Ban]:
+        """Count the line's failures durably and apply the bans they trigger."""
+        self.flush()
+        found = self.failures(line)
+        key = line.key or "h" + hashlib.blake2b(line.text.encode(), digest_size=8).hexdigest()
+        if not found or key == self.last_key:  # nothing to count, or a resent message
+            self._settle(line)
+            return []
+        records, bans = [], []
+        for jail, failure in found:
+            moment = failure.time if self.log_time and failure.time is not None else line.received
+            address = canonical(failure.address)
+            records.append(Record("F", moment, jail.name, str(address), key))
+            self.counters[jail.name].counted += 1
+            ban = self.tracker.record(jail.name, address, moment)
+            if ban is not None:
+                bans.append(ban)
+        if self.ledger is not None:
+            self.ledger.append(records)
+        self.last_key = key
+        self.pending.extend(bans)
+        self.flush()
+        self._settle(line)
+        return bans
+
+    def _settle(self, line: LogLine) -> None:
+        # A content digest identifies a resend only right after an error reply or a
+        # restart; after a confirmed message an identical line is a new event.
+        if line.key is None:
+            self.last_key = None
+
+    def flush(self) -> None:
+        """Apply the pending bans in one transaction; raise NftError and keep them on failure."""
+        if not self.pending:
+            return
+        bans = self.pending
+        self.backend.ban(bans)
+        self.pending = []
+        if self.ledger is not None:
+            self.ledger.append([Record("B", ban.time, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in bans])
+        for ban in bans:
+            self.counters[ban.jail].bans += 1
+            if self.on_ban is not None:
+                self.on_ban(ban)
+
+    def restore(self, now: float) -> None:
+        """Rebuild the engine from the kernel and the ledger; queue bans a crash left unapplied.
+
+        Kernel bans are marked first, so failures already punished do not count
+        again. A ban the ledger shows but the kernel lacks (a flushed ruleset) and
+        a ban a crash cut off before the kernel took it are both re-applied for
+        the time they have left.
+        """
+        in_kernel = set()
+        for element in self.backend.elements():
+            if element.jail in self.config.jails and element.expires is not None:
+                in_kernel.add((element.jail, element.address))
+                self.tracker.mark_banned(element.jail, ipaddress.ip_address(element.address), now + element.expires)
+        owed: dict[tuple[str, str], Ban] = {}
+        last_key = None
+        for record in self.ledger.replay() if self.ledger is not None else ():
+            if record.kind == "F":
+                last_key = record.extra or None
+            if record.jail not in self.config.jails:
+                continue
+            where = (record.jail, record.address)
+            address = ipaddress.ip_address(record.address)
+            if record.kind == "F":
+                ban = self.tracker.record(record.jail, address, record.time)
+                if ban is not None:
+                    owed[where] = ban
+            elif record.kind == "B":
+                ban = Ban(record.jail, address, float(record.extra or 0), record.time)
+                self.tracker.mark_banned(record.jail, address, ban.until)
+                owed[where] = ban
+            elif record.kind == "U":
+                self.tracker.forget(record.jail, address)
+                owed.pop(where, None)
+        self.last_key = last_key
+        for (jail, text), ban in owed.items():
+            if ban.until > now and (jail, text) not in in_kernel:
+                self.pending.append(Ban(jail, ban.address, ban.until - now, now, ban.failures, "restored"))
+        self.compact(now)
+
+    def compact(self, now: float) -> None:
+        """Rewrite the ledger with only what still matters at ``now``."""
+        if self.ledger is None:
+            return
+        self.tracker.expire(now)
+        records = [Record("B", now, jail, str(address), f"{until - now:g}") for jail, address, until in self.tracker.bans()]
+        for jail, address, times in self.tracker.windows():
+            records.extend(Record("F", moment, jail, str(address), "") for moment in times)
+        if self.last_key:
+            records.append(Record("F", now, "-", "-", self.last_key))  # keeps the resend key
+        self.ledger.compact(records)
+
+
+def _trusted(jail: Jail, line: LogLine) -> bool:
+    return all(line.meta.get(name) == value for name, value in jail.trusted.items())
+

@@ -1,0 +1,117 @@
+"""Assemble a running omprog-ban: config, state directory, backend, pipeline, upkeep.
+
+Shared by ``run`` (omprog) and ``journal``. The state directory holds the
+ledger (see :mod:`omprog_ban.ledger`), a lock so two instances never share it,
+and ``status.json``, rewritten atomically for ``status``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from omprog_ban.config import Config
+from omprog_ban.ledger import Ledger
+from omprog_ban.model import Ban
+from omprog_ban.nft import DryRun, Nft, NftError
+from omprog_ban.pipeline import Pipeline
+
+log = logging.getLogger("omprog-ban")
+COMPACT_AT = 16 << 20  # bytes of ledger before it is rewritten
+
+
+class LockedError(Exception):
+    """Another omprog-ban holds the state directory."""
+
+
+class Runtime:
+    """A pipeline with its backend, ledger and periodic upkeep.
+
+    ``backend`` defaults to the real nft table (or a DryRun with ``dry_run``);
+    ``clock`` to ``time.time``.
+    """
+
+    def __init__(self, config: Config, dry_run: bool = False, backend: Any = None,
+                 clock: Callable[[], float] = time.time, lock_wait: float = 10.0) -> None:
+        self.config = config
+        self.clock = clock
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.state_dir / ("dry-run.lock" if dry_run else "lock"), lock_wait)
+        self.backend = backend if backend is not None else (DryRun() if dry_run else Nft(config.table))
+        ledger = Ledger(self.state_dir / ("dry-run.ledger" if dry_run else "ledger"))
+        self.pipeline = Pipeline(config, self.backend, ledger, on_ban=self._banned)
+        self.ledger = ledger
+        self.nft_errors = 0
+        self.restores = 0
+
+    def start(self) -> None:
+        """Create the table and sets, restore state, apply owed bans; raise NftError if nft refuses."""
+        self.backend.ensure(self.config.jails.values(), self.config.max_set_size, self.config.blocklist)
+        self.pipeline.restore(self.clock())
+        self._flush()
+
+    def maintain(self, now: float) -> None:
+        """Between messages: restore a vanished table, expire state, compact, publish status."""
+        try:
+            if not self.backend.exists():
+                log.warning("table inet %s is gone (ruleset flushed?): restoring it and every active ban", self.config.table)
+                self.backend.ensure(self.config.jails.values(), self.config.max_set_size, self.config.blocklist)
+                self.pipeline.pending.extend(
+                    Ban(jail, address, until - now, now, 0, "restored")
+                    for jail, address, until in self.pipeline.tracker.bans() if until > now + 1
+                )
+                self.restores += 1
+            self._flush()
+        except NftError as error:
+            self.nft_errors += 1
+            log.error("nft: %s", error)
+        self.pipeline.tracker.expire(now)
+        if self.ledger.size > COMPACT_AT:
+            self.pipeline.compact(now)
+        self.write_status(now)
+
+    def _flush(self) -> None:
+        try:
+            self.pipeline.flush()
+        except NftError as error:
+            self.nft_errors += 1
+            log.error("nft refused owed bans, will retry: %s", error)
+
+    def _banned(self, ban: Ban) -> None:
+        log.info("ban %s in jail %s for %gs (%s)", ban.address, ban.jail, ban.bantime, ban.reason)
+
+    def write_status(self, now: float) -> None:
+        """Write the counters to status.json (write, then rename)."""
+        jails = {}
+        for name, counters in self.pipeline.counters.items():
+            jails[name] = {**counters.__dict__, "tracked": self.pipeline.tracker.tracked(name)}
+        status = {"time": now, "pid": os.getpid(), "nft_errors": self.nft_errors, "restores": self.restores, "jails": jails}
+        fresh = self.state_dir / "status.json.new"
+        fresh.write_text(json.dumps(status, indent=1))
+        os.replace(fresh, self.state_dir / "status.json")
+
+    def close(self) -> None:
+        """Write final status and release the state directory."""
+        self.write_status(self.clock())
+        self.ledger.close()
+        os.close(self._lock)
+
+
+def _lock(path: Path, wait: float) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LockedError(f"another omprog-ban holds {path}")
+            time.sleep(0.1)
