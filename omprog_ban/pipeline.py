@@ -40,6 +40,8 @@ class Pipeline:
 
     ``log_time``: decide on the log's own timestamps (replay) instead of the time
     the line was received (live). ``on_ban`` is told of every applied ban.
+    ``adjust`` may replace each Ban the engine decides before it is applied
+    (repeat offenders get a longer bantime); the engine is told the new end.
     """
 
     config: Config
@@ -47,6 +49,7 @@ class Pipeline:
     ledger: Ledger | None = None
     log_time: bool = False
     on_ban: Callable[[Ban], None] | None = None
+    adjust: Callable[[Ban], Ban] | None = None
     tracker: Tracker = field(init=False)
     pending: list[Ban] = field(default_factory=list)
     counters: dict[str, Counters] = field(init=False)
@@ -98,6 +101,9 @@ class Pipeline:
             self.counters[jail.name].counted += 1
             ban = self.tracker.record(jail.name, address, moment)
             if ban is not None:
+                if self.adjust is not None:
+                    ban = self.adjust(ban)
+                    self.tracker.mark_banned(jail.name, address, ban.until)
                 bans.append(ban)
         if self.ledger is not None:
             self.ledger.append(records)

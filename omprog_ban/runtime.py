@@ -2,7 +2,9 @@
 
 Shared by ``run`` (omprog) and ``journal``. The state directory holds the
 ledger (see :mod:`omprog_ban.ledger`), a lock so two instances never share it,
-and ``status.json``, rewritten atomically for ``status``.
+``status.json``, rewritten atomically for ``status``, and ``history.sqlite``
+(see :mod:`omprog_ban.history`), committed from ``maintain``. With
+``metrics_file`` a Prometheus textfile is rewritten there too.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from omprog_ban import history, metrics
 from omprog_ban.config import Config
+from omprog_ban.increment import Escalate
 from omprog_ban.ledger import Ledger
 from omprog_ban.model import Ban
 from omprog_ban.nft import DryRun, Nft, NftError
@@ -33,11 +38,12 @@ class Runtime:
     """A pipeline with its backend, ledger and periodic upkeep.
 
     ``backend`` defaults to the real nft table (or a DryRun with ``dry_run``);
-    ``clock`` to ``time.time``.
+    ``clock`` to ``time.time``; ``metrics_file`` to None (no metrics written).
     """
 
     def __init__(self, config: Config, dry_run: bool = False, backend: Any = None,
-                 clock: Callable[[], float] = time.time, lock_wait: float = 10.0) -> None:
+                 clock: Callable[[], float] = time.time, lock_wait: float = 10.0,
+                 metrics_file: str | Path | None = None) -> None:
         self.config = config
         self.clock = clock
         self.state_dir = Path(config.state_dir)
@@ -45,7 +51,12 @@ class Runtime:
         self._lock = _lock(self.state_dir / ("dry-run.lock" if dry_run else "lock"), lock_wait)
         self.backend = backend if backend is not None else (DryRun() if dry_run else Nft(config.table))
         ledger = Ledger(self.state_dir / ("dry-run.ledger" if dry_run else "ledger"))
-        self.pipeline = Pipeline(config, self.backend, ledger, on_ban=self._banned)
+        self.history = history.open_history(self.state_dir / (("dry-run." if dry_run else "") + history.FILE),
+                                            config.history_retention)
+        self.latency = metrics.Histogram()
+        self.metrics_file = Path(metrics_file) if metrics_file else None
+        self.pipeline = Pipeline(config, metrics.Timed(self.backend, self.latency), ledger, on_ban=self._banned,
+                                 adjust=Escalate(config.jails, self.history.count, config.history_retention))
         self.ledger = ledger
         self.nft_errors = 0
         self.restores = 0
@@ -75,6 +86,7 @@ class Runtime:
         if self.ledger.size > COMPACT_AT:
             self.pipeline.compact(now)
         self.write_status(now)
+        self._publish(now)
 
     def _flush(self) -> None:
         try:
@@ -85,6 +97,22 @@ class Runtime:
 
     def _banned(self, ban: Ban) -> None:
         log.info("ban %s in jail %s for %gs (%s)", ban.address, ban.jail, ban.bantime, ban.reason)
+        if ban.reason != "restored":  # a re-applied ban is already in the history
+            self.history.record(ban)
+
+    def _publish(self, now: float) -> None:
+        """Commit the queued history rows and rewrite the metrics file; log, never raise."""
+        try:
+            self.history.commit(now)
+        except sqlite3.Error as error:
+            log.error("history: cannot commit %d row(s), will retry: %s", len(self.history.queued), error)
+        if self.metrics_file is not None:
+            tracked = {name: self.pipeline.tracker.tracked(name) for name in self.pipeline.counters}
+            text = metrics.render(self.pipeline.counters, tracked, self.nft_errors, self.restores, self.latency)
+            try:
+                metrics.write(self.metrics_file, text)
+            except OSError as error:
+                log.error("metrics: cannot write %s: %s", self.metrics_file, error)
 
     def write_status(self, now: float) -> None:
         """Write the counters to status.json (write, then rename)."""
@@ -97,8 +125,11 @@ class Runtime:
         os.replace(fresh, self.state_dir / "status.json")
 
     def close(self) -> None:
-        """Write final status and release the state directory."""
-        self.write_status(self.clock())
+        """Write final status, history and metrics; release the state directory."""
+        now = self.clock()
+        self.write_status(now)
+        self._publish(now)
+        self.history.close()
         self.ledger.close()
         os.close(self._lock)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 import time
 
-from omprog_ban import cli, validate
+from omprog_ban import cli, history, validate
 from omprog_ban.model import Ban
 from omprog_ban.nft import Nft, NftError
 
@@ -38,11 +39,18 @@ def main(args) -> int:
         print(f"omprog-ban: jail {jail.name} has no subnet sets; give a single address")
         return cli.EX_USAGE
     backend = Nft(config.table)
+    ban = Ban(jail.name, address, bantime, time.time(), 0, "manual")
     try:
         backend.ensure(config.jails.values(), config.max_set_size, config.blocklist)
-        backend.ban([Ban(jail.name, address, bantime, time.time(), 0, "manual")])
+        backend.ban([ban])
     except NftError as error:
         print(f"omprog-ban: nft: {error}")
         return cli.EX_UNAVAILABLE
+    try:  # the kernel has the ban; the history row is only a record of it
+        record = history.History(config.state_dir / history.FILE, config.history_retention)
+        record.record(ban)
+        record.close(ban.time)
+    except (sqlite3.Error, OSError) as error:
+        print(f"omprog-ban: warning: ban not recorded in the history: {error}")
     print(f"banned {address} in {jail.name} for {bantime:g}s")
     return 0

@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 
-from omprog_ban import cli
+from omprog_ban import cli, metrics
 from omprog_ban.nft import NftError
 from omprog_ban.omprog import serve
 from omprog_ban.runtime import LockedError, Runtime
@@ -23,6 +23,7 @@ log = logging.getLogger("omprog-ban")
 def add_arguments(parser) -> None:
     """Add run's options."""
     parser.add_argument("--dry-run", action="store_true", help="decide but never touch nftables; bans go to stderr as JSON lines")
+    metrics.add_argument(parser)
 
 
 def _stop(_signum, _frame):
@@ -35,7 +36,7 @@ def main(args) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        runtime = Runtime(config, dry_run=args.dry_run)
+        runtime = Runtime(config, dry_run=args.dry_run, metrics_file=args.metrics_file)
     except LockedError as error:
         log.error("%s", error)
         return 75  # EX_TEMPFAIL: rsyslog restarts us

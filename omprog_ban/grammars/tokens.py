@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import ipaddress
 import time as _time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pyparsing as pp
 
@@ -54,6 +54,13 @@ def to_address(text: str):
 ISO_TIME = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?"
 SYSLOG_TIME = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
 NAMED_TIME = r"\d\d-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{4} \d\d:\d\d:\d\d(?:\.\d+)?"
+# Apache's error log (``Sun Nov 05 09:34:27 2017``, 2.4 adds microseconds; local time)
+# and its access log (common log format, ``04/Jul/2019:08:07:22 +0200``).
+APACHE_TIME = (
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"[ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,6})? \d{4}"
+)
+CLF_TIME = r"\d\d/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}"
 
 
 def iso_seconds(text: str) -> float | None:
@@ -99,6 +106,32 @@ def named_seconds(text: str) -> float | None:
     return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
 
 
+def apache_seconds(text: str) -> float | None:
+    """Return Apache's error-log stamp (``Sun Nov 05 09:34:27.123456 2017``, local) as epoch seconds."""
+    _weekday, month, day, clock, year = text.split()
+    whole, _, fraction = clock.partition(".")
+    hour, minute, second = map(int, whole.split(":"))
+    try:
+        moment = datetime(int(year), MONTHS[month], int(day), hour, minute, second)
+    except ValueError:
+        return None
+    return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def clf_seconds(text: str) -> float | None:
+    """Return a common-log-format stamp (``04/Jul/2019:08:07:22 +0200``) as epoch seconds."""
+    day, month, rest = text.split("/", 2)
+    year, hour, minute, rest = rest.split(":", 3)
+    second, zone = rest.split()
+    offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[0] == "-" else 1)
+    try:
+        moment = datetime(int(year), MONTHS[month], int(day), int(hour), int(minute), int(second),
+                          tzinfo=timezone(timedelta(seconds=offset)))
+    except ValueError:
+        return None
+    return moment.timestamp()
+
+
 # --- carrier prefixes -----------------------------------------------------------
 # What rsyslog, journald or a daemon's own file writer put before the message.
 
@@ -120,14 +153,19 @@ JOURNAL_SHORT = pp.Regex(r"(?P<host>[^\s\[]\S*) (?P<tag>[^\s\[:]{1,64})\[(?P<pid
 syslog_header = pp.Opt(RFC5424 | RFC3164 | RSYSLOG_FILE | JOURNAL_SHORT).set_name("syslog header")
 
 
+# The daemons' own stamps, checked before the carriers' (iso_time, syslog_time).
+_OWN_STAMPS = (("apache_time", apache_seconds), ("clf_time", clf_seconds), ("named_time", named_seconds))
+
+
 def event_seconds(result: pp.ParseResults, now: float) -> float | None:
-    """Return the log's own time from any stamp the parse found, or None."""
+    """Return the log's own time from any stamp the parse found, else the carrier's, or None."""
+    for name, seconds in _OWN_STAMPS:
+        stamp = result.get(name)
+        if stamp:
+            return seconds(stamp)
     stamp = result.get("iso_time")
     if stamp:
         return iso_seconds(stamp)
-    stamp = result.get("named_time")
-    if stamp:
-        return named_seconds(stamp)
     stamp = result.get("syslog_time")
     if stamp:
         return syslog_seconds(stamp, now)
