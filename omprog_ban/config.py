@@ -127,6 +127,7 @@ def parse(data: dict[str, Any], source: str = "", state_dir: str | None = None) 
     max_set_size = v.integer(nft.get("max_set_size", 65536), "nft.max_set_size", 1, 10_000_000)
     defaults = v.table(data, "defaults", "")
     v.known_keys(defaults, JAIL_KEYS - {"grammar", "set"}, "defaults")
+    v.networks(defaults.get("ignoreip", []), "defaults.ignoreip")
     jails_data = v.table(data, "jails", "")
     if not jails_data:
         raise ConfigError("jails", "no jail is configured", "add at least one [jails.NAME] table")

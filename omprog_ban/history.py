@@ -95,7 +95,7 @@ class History:
 
     def record(self, ban: Ban) -> None:
         """Queue one row for ``ban``; nothing touches the disk until ``commit``."""
-        self.queued.append((ban.time, ban.jail, str(ban.address), ban.bantime, ban.failures, ban.reason))
+        self.queued.append((ban.time, ban.jail, _text(ban.address), ban.bantime, ban.failures, ban.reason))
 
     def commit(self, now: float) -> int:
         """Write the queued rows in one transaction, prune when due; return rows written."""
@@ -119,7 +119,7 @@ class History:
 
     def count(self, jail: str, address: Any, since: float) -> int:
         """Return how many bans ``address`` got in ``jail`` at or after ``since`` (queued rows too)."""
-        text = str(address)
+        text = _text(address)
         (stored,) = self._db.execute(
             "SELECT COUNT(*) FROM bans WHERE jail = ? AND address = ? AND time >= ?", (jail, text, since)
         ).fetchone()
@@ -156,6 +156,13 @@ class History:
                 self.commit(now)
         finally:
             self._db.close()
+
+
+def _text(address: Any) -> str:
+    """Return the row's address: a one-address network is written as the address."""
+    if getattr(address, "num_addresses", 0) == 1:
+        return str(address.network_address)
+    return str(address)
 
 
 def open_history(path: str | Path, retention: float) -> History:

@@ -95,7 +95,7 @@ def _duration(seconds: float) -> str:
     """Return ``seconds`` in the largest unit that keeps it readable: 45s, 12.5m, 1.04h, 3.2d."""
     if seconds < 120:
         return f"{seconds:.0f}s"
-    if seconds < 7200:
+    if seconds < 3600:
         return f"{seconds / 60:.1f}m"
     if seconds < 172800:
         return f"{seconds / 3600:.2f}h"

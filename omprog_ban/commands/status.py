@@ -67,8 +67,8 @@ def collect(status: dict[str, Any], now: float, alive: Callable[[int], bool] | N
         if jail.get("candidates", 0) > 0 and jail.get("matched", 0) == 0:
             warnings.append(
                 f"jail {name}: {jail['candidates']} candidate lines but no address extracted: "
-                "bans have stopped; has the log format changed or lost its addresses? "
-                "check a recent line with the jail's grammar"
+                "this jail cannot ban; has the log format changed or lost its addresses? "
+                "check a recent line against the jail's grammar"
             )
     return data
 

@@ -1,0 +1,98 @@
+"""Apache httpd access log, combined and vhost_combined: every request is a record.
+
+Sample lines, as Apache writes them and as rsyslog hands them over::
+
+    192.0.2.1 - alice [04/Jul/2019:08:07:22 +0200] "GET /x HTTP/1.1" 404 5976 "-" "curl/8.0"
+    example.org:443 192.0.2.1 - - [04/Jul/2019:08:07:22 +0200] "POST /software HTTP/1.0" 403 5976 "https://example.org/" "Mozilla/5.0"
+    Jul  4 08:07:22 web apache2[99]: 2001:db8::7 - - [04/Jul/2019:08:07:22 +0200] "-" 408 0 "-" "-"
+
+The only rule, ``request``, matches every parsed request; jails pick what counts
+by ``status``, ``method``, ``path`` and the other fields, which hold the text as
+logged (Apache's ``\\"``, ``\\\\`` and ``\\xhh`` escapes kept; ``-`` for none).
+
+The address is the first field (combined) or the second (vhost_combined, after
+``%v:%p``). The first field is taken as the client whenever it is an address, so
+an ``IdentityCheck`` reply in the second field cannot pose as the client; only a
+first field that is no address and ends in ``:port`` is a vhost. Request line,
+referer and user agent are quoted with every inner ``"`` escaped, and the
+basic-auth user (spaces and brackets allowed) is escaped the same way, so none of
+them can end early and shift a field: a fake log line inside any of them stays
+inside. A line whose client field is a host name or lost its address (the seed's
+``example.org:443 - - [...]``) is no match. Limitation: a vhost named by a bare
+IPv6 address reads as a combined line.
+"""
+
+from __future__ import annotations
+
+import pyparsing as pp
+
+from omprog_ban.grammars import tokens
+from omprog_ban.grammars.base import Grammar
+from omprog_ban.model import Failure
+
+_ADDRESS = r"[0-9A-Fa-f:.]{2,45}"
+_QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'  # Apache escapes every " and \ inside quotes
+_RECORD = (
+    rf' (?P<ident>\S+) (?P<user>""|(?:[^"\\]|\\.)*?) \[(?P<clf_time>{tokens.CLF_TIME})\] '
+    rf'"(?P<request>{_QUOTED})" (?P<status>\d{{3}}) (?:\d+|-)'
+    rf'(?: "(?P<referer>{_QUOTED})" "(?P<user_agent>{_QUOTED})")?(?: .*)?'
+)
+
+combined = pp.Regex(rf"(?P<client>{_ADDRESS}){_RECORD}").set_name("combined record")
+vhost_combined = pp.Regex(rf"(?P<vhost>[^\s\"]{{1,255}}):\d{{1,5}} (?P<client>{_ADDRESS}){_RECORD}").set_name(
+    "vhost_combined record"
+)
+
+
+def _address(text: str, location: int, tokens_: pp.ParseResults) -> None:
+    found = tokens.to_address(tokens_["client"])
+    if found is None:
+        raise pp.ParseException(text, location, "client field is not an address")
+    tokens_["address"] = found
+
+
+combined.add_parse_action(_address)
+vhost_combined.add_parse_action(_address)
+
+element = (tokens.syslog_header + (combined | vhost_combined)).set_name("Apache access log")
+
+
+def request_parts(request: str) -> tuple[str, str]:
+    """Return the method and target of a logged request line; ("", "") for ``-`` or garbage."""
+    method, _, rest = request.partition(" ")
+    if not rest:
+        return "", ""
+    target, _, protocol = rest.rpartition(" ")
+    if not protocol.startswith("HTTP/"):  # HTTP/0.9, or a target with spaces and no protocol
+        target = rest
+    return method, target
+
+
+def convert(result: pp.ParseResults, now: float) -> Failure:
+    """Return the record of a parsed request: every request is one (jails filter)."""
+    method, path = request_parts(result["request"])
+    return Failure(
+        grammar="apache-access",
+        rule="request",
+        address=result["address"],
+        time=tokens.event_seconds(result, now),
+        fields={
+            "method": method,
+            "path": path,
+            "status": result["status"],
+            "user_agent": result.get("user_agent") or "",
+            "referer": result.get("referer") or "",
+            "vhost": result.get("vhost") or "",
+            "user": result["user"],
+        },
+    )
+
+
+GRAMMAR = Grammar(
+    name="apache-access",
+    rules=("request",),
+    fields=("method", "path", "status", "user_agent", "referer", "vhost", "user"),
+    keywords=('] "',),
+    element=element,
+    convert=convert,
+)

@@ -1,0 +1,190 @@
+"""The journald source: the only module that imports ``systemd.journal``.
+
+A thin veneer over systemd-python's ``journal.Reader``. :class:`Journal` opens
+the local system journal or a directory of journal files, pre-filters with
+the jails' matches, positions itself (head, tail, or just after a cursor) and
+hands out entries as :class:`~omprog_ban.model.LogLine` values::
+
+    text      MESSAGE (bytes that are not UTF-8 are decoded with replacement)
+    received  _SOURCE_REALTIME_TIMESTAMP, else __REALTIME_TIMESTAMP, in epoch seconds
+    key       the entry's cursor
+    meta      every other field of the entry as a string (SYSLOG_IDENTIFIER,
+              _SYSTEMD_UNIT, _EXE, _UID, _TRANSPORT, _COMM...); a field the entry
+              carries several times is joined with newlines, so it never equals
+              a single configured value
+
+:class:`CursorFile` keeps the follower's place in the state directory. The
+follower itself (saving policy, dedupe, upkeep) is ``omprog_ban.commands.journal``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
+
+from omprog_ban.model import LogLine
+
+
+def _reader_class() -> Callable[..., Any]:
+    from systemd import journal  # the binding, wrapped here and nowhere else
+
+    return journal.Reader
+
+
+def _converters() -> dict[str, Callable[[Any], Any]]:
+    # The Reader's defaults turn fields into datetimes, UUIDs and ints; the
+    # pipeline compares strings, so everything but the two native numbers
+    # stays text. Fields not named here use the Reader's strict UTF-8 decode
+    # and arrive as bytes when it fails: _text() handles that.
+    from systemd import journal
+
+    converters: dict[str, Callable[[Any], Any]] = {name: _text for name in journal.DEFAULT_CONVERTERS}
+    converters["__REALTIME_TIMESTAMP"] = int
+    converters["__MONOTONIC_TIMESTAMP"] = tuple
+    return converters
+
+
+class Journal:
+    """Read matching journal entries in journal order, as LogLines.
+
+    ``directory``: a directory of ``*.journal`` files (journal-remote's output, a
+    copied ``/var/log/journal/<machine-id>``), or None for the local system
+    journal. ``matches``: one mapping of field -> value per jail; the fields of
+    one mapping must all match (AND), the mappings are alternatives (OR), so the
+    journal's indexes drop everything no jail reads before Python sees it.
+    ``reader``: the factory, called ``reader(path=..., converters=...)``; the
+    default is ``systemd.journal.Reader``.
+    """
+
+    def __init__(self, directory: str | Path | None = None, matches: Iterable[Mapping[str, str]] = (),
+                 reader: Callable[..., Any] | None = None) -> None:
+        factory = reader if reader is not None else _reader_class()
+        path = None if directory is None else str(directory)
+        self._reader = factory(path=path, converters=_converters())
+        self.where = "the system journal" if directory is None else f"journal files in {directory}"
+        for number, match in enumerate(matches):
+            if number:
+                self._reader.add_disjunction()
+            self._reader.add_match(**match)
+
+    def next(self) -> LogLine | None:
+        """Return the next matching entry and move past it; None when there is none yet."""
+        entry = self._reader.get_next()
+        return entry_line(entry) if entry else None
+
+    def wait(self, timeout: float) -> None:
+        """Block until the journal changes or ``timeout`` seconds pass (a signal ends it too)."""
+        self._reader.wait(timeout)
+
+    def seek_head(self) -> None:
+        """Go before the oldest entry: ``next`` returns it."""
+        self._reader.seek_head()
+
+    def seek_tail(self) -> str | None:
+        """Go to the newest matching entry; return its cursor (None: no entry yet).
+
+        ``next`` returns only entries appended from now on.
+        """
+        self._reader.seek_tail()
+        entry = self._reader.get_previous()
+        return entry.get("__CURSOR") if entry else None
+
+    def seek(self, cursor: str) -> bool:
+        """Go to the entry at ``cursor`` so that ``next`` returns the one after it.
+
+        Return False, with the position undefined, when the cursor is malformed or
+        names no entry of this journal (a wiped journal, another machine's, an
+        entry vacuumed away): the caller must seek elsewhere.
+        """
+        try:
+            self._reader.seek_cursor(cursor)
+            if not self._reader.get_next():
+                return False
+            return bool(self._reader.test_cursor(cursor))
+        except (ValueError, OSError):  # a malformed cursor; or no current entry (EADDRNOTAVAIL)
+            return False
+
+    def close(self) -> None:
+        """Close the journal files."""
+        self._reader.close()
+
+
+def entry_line(entry: Mapping[str, Any]) -> LogLine:
+    """Return the LogLine of one journal entry, as ``Reader.get_next`` returns it."""
+    meta = {name: _text(value) for name, value in entry.items() if not name.startswith("__") and name != "MESSAGE"}
+    return LogLine(
+        text=_text(entry.get("MESSAGE", "")),
+        received=_seconds(entry),
+        key=entry.get("__CURSOR"),
+        meta=meta,
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return "\n".join(_text(item) for item in value)
+    return str(value)
+
+
+def _seconds(entry: Mapping[str, Any]) -> float:
+    source = entry.get("_SOURCE_REALTIME_TIMESTAMP")
+    if source is not None:
+        try:
+            return int(_text(source)) / 1e6
+        except ValueError:
+            pass
+    realtime = entry.get("__REALTIME_TIMESTAMP", 0)
+    if hasattr(realtime, "timestamp"):  # a Reader with the default converters gives a datetime
+        return realtime.timestamp()
+    return int(realtime) / 1e6
+
+
+class Saved(NamedTuple):
+    """The follower's place: every entry up to ``cursor`` is done; ``counted`` was
+    the pipeline's last counted key (``Pipeline.last_key``) when it was written."""
+
+    cursor: str
+    counted: str | None = None
+
+
+class CursorFile:
+    """Keep a :class:`Saved` in one small file, replaced atomically (``x.new``, then rename).
+
+    The file holds one JSON object ``{"cursor": ..., "counted": ...}``. A file
+    holding a bare cursor (``journalctl --show-cursor``'s text) is read too, so an
+    operator can place the follower by hand. No fsync: like the ledger, it
+    survives the death of the process, not of the host (which loses the kernel's
+    sets as well).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> Saved | None:
+        """Return what was saved; None when there is no file or it holds no cursor."""
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        if not text.startswith("{"):
+            return Saved(text.removeprefix("-- cursor: ")) if text else None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        cursor, counted = data.get("cursor"), data.get("counted")
+        if not isinstance(cursor, str) or not cursor:
+            return None
+        return Saved(cursor, counted if isinstance(counted, str) and counted else None)
+
+    def save(self, saved: Saved) -> None:
+        """Replace the file with ``saved``: a reader sees the old or the new, never a mix."""
+        fresh = self.path.with_name(self.path.name + ".new")
+        fresh.write_text(json.dumps(saved._asdict()) + "\n", encoding="utf-8")
+        os.replace(fresh, self.path)

@@ -1,0 +1,101 @@
+"""The omprog protocol as rsyslog sees it: transcripts against the real program (dry run)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.lab import amps_line
+
+
+class Child:
+    """omprog-ban run --dry-run on pipes, driven one message at a time, as rsyslog does."""
+
+    def __init__(self, state_dir, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "omprog_ban", "run", "--dry-run", "--config", "default", "--state-dir", str(state_dir), *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        )
+        assert self.process.stdout.readline() == "OK\n"
+
+    def send(self, line: str) -> str:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().rstrip("\n")
+
+    def bans(self) -> list[dict]:
+        self.process.stdin.close()
+        assert self.process.wait(10) == 0
+        return [json.loads(line) for line in self.process.stderr.read().splitlines() if line.startswith("{")]
+
+
+def test_one_reply_per_message_whatever_it_holds(tmp_path):
+    child = Child(tmp_path)
+    messages = [
+        amps_line("192.0.2.1"),
+        "hello world",
+        "",
+        "{not json",
+        '["a", "list"]',
+        '{"msg": 42}',
+        json.dumps({"msg": " " + amps_line("192.0.2.1"), "uuid": "u1", "programname": "amps"}),
+        "\x00\x01\x02",
+        "07-0013 client[" + "](" * 5000,
+        "x" * 100_000,
+    ]
+    assert [child.send(message) for message in messages] == ["OK"] * len(messages)
+    assert child.bans() == []
+
+
+def test_twenty_failures_one_ban_json_on_stderr(tmp_path):
+    child = Child(tmp_path)
+    for port in range(25):
+        assert child.send(json.dumps({"msg": " " + amps_line("192.0.2.7", port=port), "uuid": f"u{port}"})) == "OK"
+    bans = child.bans()
+    assert [(b["jail"], b["host"], b["bantime"]) for b in bans] == [("amps", "192.0.2.7", 120.0)]
+
+
+def test_invalid_utf8_is_answered(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "omprog_ban", "run", "--dry-run", "--config", "default", "--state-dir", str(tmp_path)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, _ = process.communicate(b"OK\n\xff\xfe\xfd\n07-0013 client[\xc3\x28](192.0.2.1:1) disconnected: auth.\n", timeout=10)
+    assert out == b"OK\nOK\nOK\nOK\n" and process.returncode == 0
+
+
+def test_sigterm_exits_zero(tmp_path):
+    child = Child(tmp_path)
+    assert child.send(amps_line("192.0.2.1")) == "OK"
+    child.process.send_signal(signal.SIGTERM)
+    assert child.process.wait(10) == 0
+
+
+def test_resent_message_after_a_crash_is_not_counted_twice(tmp_path):
+    first = Child(tmp_path)
+    for port in range(19):
+        assert first.send(json.dumps({"msg": amps_line("192.0.2.8", port=port), "uuid": f"u{port}"})) == "OK"
+    first.process.kill()  # SIGKILL: rsyslog saw OK for u0..u17 at least; say u18 was unconfirmed
+    first.process.wait()
+    second = Child(tmp_path)
+    # rsyslog resends the unconfirmed u18: it must not be the 20th failure
+    assert second.send(json.dumps({"msg": amps_line("192.0.2.8", port=18), "uuid": "u18"})) == "OK"
+    assert second.bans() == []
+    third = Child(tmp_path)
+    assert third.send(json.dumps({"msg": amps_line("192.0.2.8", port=19), "uuid": "u19"})) == "OK"
+    assert [b["host"] for b in third.bans()] == ["192.0.2.8"]
+
+
+@pytest.mark.parametrize("count", [19, 20])
+def test_failures_survive_sigkill(tmp_path, count):
+    first = Child(tmp_path)
+    for port in range(10):
+        assert first.send(amps_line("192.0.2.9", port=port)) == "OK"
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    second = Child(tmp_path)
+    for port in range(10, count):
+        assert second.send(amps_line("192.0.2.9", port=port)) == "OK"
+    assert len(second.bans()) == (1 if count == 20 else 0)

@@ -1,0 +1,96 @@
+"""The pipeline's contract: durable counts, bans applied before OK, nft errors retried."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from omprog_ban import config
+from omprog_ban.ledger import Ledger
+from omprog_ban.model import LogLine
+from omprog_ban.nft import DryRun, NftError
+from omprog_ban.pipeline import Pipeline
+from tests.lab import amps_line
+
+
+class FlakyBackend(DryRun):
+    """A backend that refuses the first ``failures`` transactions, like a full set would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.applied = []
+
+    def ban(self, bans):
+        if self.failures:
+            self.failures -= 1
+            raise NftError("Could not process rule: No space left on device")
+        self.applied.extend(bans)
+
+
+def line(address: str, port: int, key: str | None = None, at: float = 1000.0) -> LogLine:
+    return LogLine(amps_line(address, port=port), at + port * 0.01, key)
+
+
+def test_nft_error_keeps_the_ban_pending_and_the_resend_is_not_counted(tmp_path):
+    backend = FlakyBackend(failures=1)
+    pipeline = Pipeline(config.load(None), backend, Ledger(tmp_path / "ledger"))
+    for port in range(19):
+        assert pipeline.handle(line("192.0.2.1", port, f"u{port}")) == []
+    with pytest.raises(NftError):
+        pipeline.handle(line("192.0.2.1", 19, "u19"))
+    assert backend.applied == [] and len(pipeline.pending) == 1
+    pipeline.handle(line("192.0.2.1", 19, "u19"))  # rsyslog resends the same message
+    assert [str(b.address) for b in backend.applied] == ["192.0.2.1"]
+    assert pipeline.counters["amps"].counted == 20 and pipeline.counters["amps"].bans == 1
+
+
+def test_a_ban_cut_off_by_a_crash_is_applied_at_restart(tmp_path):
+    ledger = tmp_path / "ledger"
+    crashed = Pipeline(config.load(None), FlakyBackend(failures=1), Ledger(ledger))
+    for port in range(19):
+        crashed.handle(line("192.0.2.2", port, f"u{port}"))
+    with pytest.raises(NftError):
+        crashed.handle(line("192.0.2.2", 19, "u19"))
+    # the process dies here; a new one restores from the ledger
+    backend = FlakyBackend(failures=0)
+    fresh = Pipeline(config.load(None), backend, Ledger(ledger))
+    fresh.restore(now=1000.5)
+    fresh.flush()
+    assert [(str(b.address), round(b.bantime, 2)) for b in backend.applied] == [("192.0.2.2", 119.69)]
+
+
+def test_restore_puts_back_bans_the_kernel_lost(tmp_path):
+    ledger = tmp_path / "ledger"
+    first = Pipeline(config.load(None), FlakyBackend(0), Ledger(ledger))
+    for port in range(20):
+        first.handle(line("192.0.2.3", port))
+    backend = FlakyBackend(0)  # an empty kernel: the ruleset was flushed
+    second = Pipeline(config.load(None), backend, Ledger(ledger))
+    second.restore(now=1060)
+    second.flush()
+    assert [(str(b.address), round(b.until)) for b in backend.applied] == [("192.0.2.3", 1120)]
+    third = Pipeline(config.load(None), FlakyBackend(0), Ledger(ledger))
+    third.restore(now=1200)  # long expired: nothing owed
+    assert third.pending == []
+
+
+def test_compaction_keeps_windows_and_bans(tmp_path):
+    ledger = Ledger(tmp_path / "ledger")
+    pipeline = Pipeline(config.load(None), FlakyBackend(0), ledger)
+    for port in range(15):
+        pipeline.handle(line("192.0.2.4", port))
+    for port in range(20):
+        pipeline.handle(line("192.0.2.5", port))
+    size = ledger.size
+    pipeline.compact(now=1001)
+    assert ledger.size < size
+    backend = FlakyBackend(0)
+    again = Pipeline(config.load(None), backend, Ledger(tmp_path / "ledger"))
+    again.restore(now=1001)
+    again.flush()
+    assert [str(b.address) for b in backend.applied] == ["192.0.2.5"]  # re-applied: the kernel (fake) was empty
+    for port in range(15, 20):
+        again.handle(line("192.0.2.4", port))
+    assert ipaddress.ip_address("192.0.2.4") in [b.address for b in backend.applied]
