@@ -73,7 +73,7 @@ class History:
 
     ``path`` is the SQLite file (created with its directory unless ``read_only``);
     ``retention`` is in seconds. ``read_only`` opens for queries only (``report``);
-    the file must then exist.
+    the file must then exist. ``db`` is the sqlite3 connection.
     """
 
     def __init__(self, path: str | Path, retention: float = 90 * 86400, prune_every: float = 300.0,
@@ -84,14 +84,14 @@ class History:
         self.queued: list[tuple[float, str, str, float, int, str]] = []
         self._next_prune = 0.0
         if read_only:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=timeout)
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=timeout)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=timeout)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; a record, not a truth
-        with self._db:
-            self._db.executescript(SCHEMA)
+        self.db = sqlite3.connect(self.path, timeout=timeout)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; a record, not a truth
+        with self.db:
+            self.db.executescript(SCHEMA)
 
     def record(self, ban: Ban) -> None:
         """Queue one row for ``ban``; nothing touches the disk until ``commit``."""
@@ -102,8 +102,8 @@ class History:
         rows, self.queued = self.queued, []
         if rows:
             try:
-                with self._db:
-                    self._db.executemany("INSERT INTO bans VALUES (?, ?, ?, ?, ?, ?)", rows)
+                with self.db:
+                    self.db.executemany("INSERT INTO bans VALUES (?, ?, ?, ?, ?, ?)", rows)
             except sqlite3.Error:
                 self.queued = (rows + self.queued)[-MAX_QUEUED:]  # for the next try (busy, disk full)
                 raise
@@ -114,20 +114,28 @@ class History:
     def prune(self, now: float) -> int:
         """Delete rows older than the retention; return how many went."""
         self._next_prune = now + self.prune_every
-        with self._db:
-            return self._db.execute("DELETE FROM bans WHERE time < ?", (now - self.retention,)).rowcount
+        with self.db:
+            return self.db.execute("DELETE FROM bans WHERE time < ?", (now - self.retention,)).rowcount
 
     def count(self, jail: str, address: Any, since: float) -> int:
-        """Return how many bans ``address`` got in ``jail`` at or after ``since`` (queued rows too)."""
+        """Return how many bans ``address`` got in ``jail`` at or after ``since`` (queued rows too).
+
+        On a database error only the queued rows are counted: a repeat offender
+        may get a shorter ban, but the ban itself is never held up.
+        """
         text = _text(address)
-        (stored,) = self._db.execute(
-            "SELECT COUNT(*) FROM bans WHERE jail = ? AND address = ? AND time >= ?", (jail, text, since)
-        ).fetchone()
+        try:
+            (stored,) = self.db.execute(
+                "SELECT COUNT(*) FROM bans WHERE jail = ? AND address = ? AND time >= ?", (jail, text, since)
+            ).fetchone()
+        except sqlite3.Error as error:
+            log.error("history: cannot count earlier bans of %s: %s", text, error)
+            stored = 0
         return stored + sum(1 for row in self.queued if row[1] == jail and row[2] == text and row[0] >= since)
 
     def offenders(self, since: float = 0.0, limit: int | None = None) -> list[Offender]:
         """Return addresses by number of bans since ``since`` (most first; ties: latest first)."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT address, COUNT(*), MIN(time), MAX(time), GROUP_CONCAT(DISTINCT jail) FROM bans"
             " WHERE time >= ? GROUP BY address ORDER BY COUNT(*) DESC, MAX(time) DESC, address LIMIT ?",
             (since, -1 if limit is None else limit),
@@ -137,7 +145,7 @@ class History:
 
     def jails(self, since: float = 0.0) -> list[JailTotal]:
         """Return each jail's bans and distinct addresses since ``since`` (most bans first)."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT jail, COUNT(*), COUNT(DISTINCT address) FROM bans WHERE time >= ?"
             " GROUP BY jail ORDER BY COUNT(*) DESC, jail", (since,),
         )
@@ -145,7 +153,7 @@ class History:
 
     def totals(self, since: float = 0.0) -> tuple[int, int, float | None, float | None]:
         """Return (bans, distinct addresses, first time, last time) since ``since``."""
-        return self._db.execute(
+        return self.db.execute(
             "SELECT COUNT(*), COUNT(DISTINCT address), MIN(time), MAX(time) FROM bans WHERE time >= ?", (since,)
         ).fetchone()
 
@@ -155,7 +163,7 @@ class History:
             if now is not None and self.queued:
                 self.commit(now)
         finally:
-            self._db.close()
+            self.db.close()
 
 
 def _text(address: Any) -> str:

@@ -156,31 +156,26 @@ class Saved(NamedTuple):
 class CursorFile:
     """Keep a :class:`Saved` in one small file, replaced atomically (``x.new``, then rename).
 
-    The file holds one JSON object ``{"cursor": ..., "counted": ...}``. A file
-    holding a bare cursor (``journalctl --show-cursor``'s text) is read too, so an
-    operator can place the follower by hand. No fsync: like the ledger, it
-    survives the death of the process, not of the host (which loses the kernel's
-    sets as well).
+    The file holds one JSON object ``{"cursor": ..., "counted": ...}``. No fsync:
+    like the ledger, it survives the death of the process, not of the host
+    (which loses the kernel's sets as well).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def load(self) -> Saved | None:
-        """Return what was saved; None when there is no file or it holds no cursor."""
+        """Return what was saved, None when nothing was; raise ValueError for a damaged file."""
         try:
-            text = self.path.read_text(encoding="utf-8").strip()
+            data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        if not text.startswith("{"):
-            return Saved(text.removeprefix("-- cursor: ")) if text else None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None
-        cursor, counted = data.get("cursor"), data.get("counted")
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read {self.path}: {error}") from None
+        cursor = data.get("cursor") if isinstance(data, dict) else None
         if not isinstance(cursor, str) or not cursor:
-            return None
+            raise ValueError(f"{self.path} holds no cursor")
+        counted = data.get("counted")
         return Saved(cursor, counted if isinstance(counted, str) and counted else None)
 
     def save(self, saved: Saved) -> None:

@@ -54,6 +54,7 @@ class Pipeline:
     pending: list[Ban] = field(default_factory=list)
     counters: dict[str, Counters] = field(init=False)
     last_key: str | None = None
+    last_time: float = 0.0
 
     def __post_init__(self) -> None:
         jails = self.config.jails.values()
@@ -89,13 +90,19 @@ class Pipeline:
         """Count the line's failures durably and apply the bans they trigger."""
         self.flush()
         found = self.failures(line)
-        key = line.key or "h" + hashlib.blake2b(line.text.encode(), digest_size=8).hexdigest()
-        if not found or key == self.last_key:  # nothing to count, or a resent message
+        if not found:
             self._settle(line)
             return []
+        key = ""
+        if self.ledger is not None:
+            key = line.key or "h" + hashlib.blake2b(line.text.encode(), digest_size=8).hexdigest()
+            if key == self.last_key:  # a resent message: counted already
+                self._settle(line)
+                return []
         records, bans = [], []
         for jail, failure in found:
             moment = failure.time if self.log_time and failure.time is not None else line.received
+            self.last_time = moment
             address = canonical(failure.address)
             records.append(Record("F", moment, jail.name, str(address), key))
             self.counters[jail.name].counted += 1

@@ -95,7 +95,7 @@ def test_count_by_jail_address_and_time(tmp_path):
 
 def test_index_serves_the_repeat_offender_query(tmp_path):
     history = History(tmp_path / "h.sqlite")
-    plan = history._db.execute(
+    plan = history.db.execute(
         "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM bans WHERE jail = ? AND address = ? AND time >= ?", ("a", "b", 0)
     ).fetchall()
     assert "bans_by_offender" in str(plan)
@@ -179,3 +179,10 @@ def test_restored_bans_are_not_recorded_again(tmp_path):
     again.close()
     rows = sqlite3.connect(tmp_path / "history.sqlite").execute("SELECT reason FROM bans").fetchall()
     assert rows == [("2 failures",)]
+
+
+def test_count_survives_a_database_error(tmp_path):
+    history = History(tmp_path / "h.sqlite")
+    history.record(Ban("amps", A, 60, 100.0))
+    history.db.close()  # any sqlite3.Error: a vanished file, a full disk
+    assert history.count("amps", A, 0.0) == 1  # the queued row still counts

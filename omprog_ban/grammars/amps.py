@@ -14,6 +14,8 @@ end anchor pins the address to that last occurrence.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import pyparsing as pp
 
 from omprog_ban.grammars import tokens
@@ -32,27 +34,21 @@ disconnect = pp.Regex(
 ).set_name("client disconnect")
 
 
-def _address(text: str, location: int, tokens_: pp.ParseResults) -> None:
-    found = tokens.to_address(tokens_.get("bracketed") or tokens_.get("plain"))
-    if found is None:
-        raise pp.ParseException(text, location, "client address is not an address")
-    tokens_["address"] = found
-
-
-disconnect.add_parse_action(_address)
-
 element = (tokens.syslog_header + pp.Opt(amps_stamp) + message_id + disconnect).set_name("AMPS 07-0013")
 
 
-def convert(result: pp.ParseResults, now: float) -> Failure | None:
+def convert(result: Mapping[str, str], now: float) -> Failure | None:
     """Return a Failure for the auth and name-in-use disconnects, None for others."""
     rule = RULES.get(result["reason"])
     if rule is None:
         return None
+    address = tokens.to_address(result.get("bracketed") or result["plain"])
+    if address is None:  # 999.1.1.1, a host name: not an address AMPS wrote
+        return None
     return Failure(
         grammar="amps",
         rule=rule,
-        address=result["address"],
+        address=address,
         time=tokens.event_seconds(result, now),
         fields={"client": result["client"], "port": result["port"], "reason": result["reason"]},
     )

@@ -1,0 +1,67 @@
+"""Replay log files through the whole pipeline, on the logs' own time, and print the bans.
+
+Grammars, jails and engine run exactly as in ``run``; the backend is a dry run.
+Lines are taken in file order; lines a few seconds out of order (Apache stamps a
+request when it starts) still count in their own window. A line without a stamp
+takes the time of the line before it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from omprog_ban import cli
+from omprog_ban.model import Ban, LogLine
+from omprog_ban.pipeline import Pipeline
+from omprog_ban.sources import file_time, read_lines
+
+NAME = "replay"
+HELP = "replay log files through grammars, jails and engine; print the bans"
+
+
+class Collect:
+    """A backend that keeps the bans it is given."""
+
+    def __init__(self) -> None:
+        self.bans: list[Ban] = []
+
+    def ban(self, bans) -> None:
+        """Keep them."""
+        self.bans.extend(bans)
+
+    def elements(self):
+        """Nothing is in a kernel."""
+        return []
+
+
+def add_arguments(parser) -> None:
+    """Add replay's arguments."""
+    parser.add_argument("files", nargs="+", metavar="FILE", help="log files (.gz too; - for stdin)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per ban")
+
+
+def main(args) -> int:
+    """Print each ban that would have been applied; exit 0."""
+    config = cli.load_config(args)
+    backend = Collect()
+    pipeline = Pipeline(config, backend, ledger=None, log_time=True)
+    lines = 0
+    for path in args.files:
+        pipeline.last_time = file_time(path)
+        for number, text in read_lines(path):
+            lines += 1
+            for ban in pipeline.handle(LogLine(text, pipeline.last_time)):
+                _print(ban, path, number, args.json)
+    if not args.json:
+        print(f"{lines} lines, {len(backend.bans)} bans")
+    return 0
+
+
+def _print(ban: Ban, path: str, number: int, as_json: bool) -> None:
+    when = datetime.fromtimestamp(ban.time, timezone.utc).astimezone().isoformat()
+    if as_json:
+        print(json.dumps({"time": when, "jail": ban.jail, "host": str(ban.address), "bantime": ban.bantime,
+                          "failures": ban.failures, "file": path, "line": number}))
+    else:
+        print(f"{when} ban {ban.address} in {ban.jail} for {ban.bantime:g}s ({ban.failures} failures, {path}:{number})")
