@@ -89,7 +89,13 @@ class Journal:
         """
         self._reader.seek_tail()
         entry = self._reader.get_previous()
-        return entry.get("__CURSOR") if entry else None
+        if not entry:
+            # Nothing matches yet. From the tail, sd_journal treats entries of a file
+            # it discovers later as history and skips them; from the head it reads
+            # them, and here the head is the tail.
+            self._reader.seek_head()
+            return None
+        return entry.get("__CURSOR")
 
     def seek(self, cursor: str) -> bool:
         """Go to the entry at ``cursor`` so that ``next`` returns the one after it.

@@ -22,6 +22,7 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 JAIL_COUNTERS = (
     ("lines", "lines_total", "Log lines offered to the jail."),
     ("candidates", "candidates_total", "Lines that mention the jail's grammar's keyword."),
+    ("parsed", "parsed_total", "Candidate lines the grammar parsed, address included (a failure or not)."),
     ("matched", "matches_total", "Candidate lines the grammar turned into a failure with an address."),
     ("counted", "failures_total", "Failures counted towards a ban (after rules, filters, trust)."),
     ("bans", "bans_total", "Bans applied to the kernel (restored ones included)."),

@@ -15,7 +15,8 @@ import logging
 import os
 import select
 import time
-from typing import Callable, TextIO
+from collections import deque
+from typing import Callable
 
 from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
@@ -34,32 +35,36 @@ def frame(raw: bytes, received: float) -> LogLine:
         except ValueError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("msg"), str):
-            text = data["msg"]
-            key = data.get("uuid") if isinstance(data.get("uuid"), str) and data.get("uuid") else None
-            meta = {name: value for name, value in data.items() if isinstance(value, str) and name != "msg"}
+            text = data.pop("msg")
+            key = data.get("uuid")
+            key = key if isinstance(key, str) and key else None
+            meta = data  # the template's other properties (uuid, programname, ...)
     if text.startswith(" "):  # rsyslog's %msg% keeps the space after the tag's colon
         text = text[1:]
     return LogLine(text=text, received=received, key=key, meta=meta)
 
 
 class LineReader:
-    """Read whole lines from a descriptor, with a timeout, without stdio buffering surprises."""
+    """Read whole lines from a descriptor, with a timeout, without stdio buffering surprises.
+
+    A line longer than MAX_LINE is returned in MAX_LINE pieces, the first piece
+    without its newline; ``serve`` answers the first piece and skips the rest.
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._buffer = b""
+        self._lines: deque[bytes] = deque()
+        self._partial = b""
         self._eof = False
 
     def readline(self, timeout: float) -> bytes | None:
         """Return the next line (with newline), b"" at EOF, or None when ``timeout`` passed."""
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0 or len(self._buffer) >= MAX_LINE:
-                cut = end + 1 if end >= 0 else MAX_LINE
-                line, self._buffer = self._buffer[:cut], self._buffer[cut:]
-                return line
+        while not self._lines:
             if self._eof:
-                line, self._buffer = self._buffer, b""
+                line, self._partial = self._partial, b""
+                return line
+            if len(self._partial) >= MAX_LINE:
+                line, self._partial = self._partial[:MAX_LINE], self._partial[MAX_LINE:]
                 return line
             ready, _, _ = select.select([self.fd], [], [], timeout)
             if not ready:
@@ -67,31 +72,42 @@ class LineReader:
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
                 self._eof = True
-            self._buffer += chunk
+                continue
+            pieces = (self._partial + chunk).split(b"\n")
+            self._partial = pieces.pop()
+            self._lines.extend(piece + b"\n" for piece in pieces)
+        return self._lines.popleft()
 
 
 def serve(
-    handle: Callable[[LogLine], object],
+    handle: Callable[..., object],
+    flush: Callable[[], None],
     maintain: Callable[[float], None],
     stdin_fd: int,
-    stdout: TextIO,
+    stdout_fd: int,
     clock: Callable[[], float] = time.time,
     interval: float = 2.0,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
-    ``handle`` processes one LogLine (raising NftError when the kernel refused a
-    ban); ``maintain`` runs between messages at least every ``interval`` seconds.
+    ``handle(line, defer=...)`` processes one LogLine (raising NftError when the
+    kernel refused a ban); ``flush()`` applies deferred bans; ``maintain(now)``
+    runs between messages at least every ``interval`` seconds.
+
+    With ``useTransactions="on"`` rsyslog wraps batches in ``BEGIN TRANSACTION``
+    and ``COMMIT TRANSACTION``: each message in between is answered
+    ``DEFER_COMMIT`` once its failures are in the ledger, and the batch's bans go
+    to the kernel in one nft transaction at the commit, which is answered ``OK``
+    only after the kernel accepted them.
     """
     reader = LineReader(stdin_fd)
-    stdout.write("OK\n")
-    stdout.flush()
+    _write(stdout_fd, b"OK\n")
     next_maintenance = clock() + interval
-    skipping = False
+    skipping = in_batch = False
     while True:
         raw = reader.readline(max(0.0, next_maintenance - clock()))
         now = clock()
-        if now >= next_maintenance:
+        if now >= next_maintenance and not in_batch:
             maintain(now)
             next_maintenance = now + interval
         if raw is None:
@@ -102,16 +118,32 @@ def serve(
             skipping = not raw.endswith(b"\n")
             continue
         skipping = not raw.endswith(b"\n") and len(raw) >= MAX_LINE
-        stdout.write(_reply(handle, frame(raw, now)) + "\n")
-        stdout.flush()
+        if raw == BEGIN:
+            in_batch, reply = True, "OK"
+        elif raw == COMMIT:
+            in_batch, reply = False, _reply(flush)
+        elif in_batch:
+            reply = _reply(handle, frame(raw, now), defer=True)
+            reply = "DEFER_COMMIT" if reply == "OK" else reply
+        else:
+            reply = _reply(handle, frame(raw, now))
+        _write(stdout_fd, b"OK\n" if reply == "OK" else (reply + "\n").encode())
 
 
-def _reply(handle: Callable[[LogLine], object], line: LogLine) -> str:
+def _write(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+BEGIN, COMMIT = b"BEGIN TRANSACTION\n", b"COMMIT TRANSACTION\n"
+
+
+def _reply(action: Callable[..., object], *args, **kwargs) -> str:
     try:
-        handle(line)
+        action(*args, **kwargs)
     except NftError as error:
-        log.error("nft refused a ban, rsyslog will resend the message: %s", error)
+        log.error("nft refused a ban, rsyslog will resend: %s", error)
         return "nft error: " + " ".join(str(error).split())[:400]
     except Exception:  # a bug must not kill the pipe; the line is answered and logged
-        log.exception("could not process a line; answered OK: %r", line.text[:200])
+        log.exception("could not process a message; answered OK: %r", args[0].text[:200] if args else "")
     return "OK"

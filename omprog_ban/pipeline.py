@@ -21,14 +21,17 @@ from omprog_ban.grammars import GRAMMARS
 from omprog_ban.ledger import Ledger, Record
 from omprog_ban.model import Ban, Failure, LogLine, canonical
 
+SEEN = 65536  # delivery keys remembered: more than any batch rsyslog can resend
+
 
 @dataclass
 class Counters:
     """What one jail has seen: for ``status``, metrics and the lost-address warning."""
 
     lines: int = 0
-    candidates: int = 0
-    matched: int = 0
+    candidates: int = 0  # lines holding the grammar's keyword
+    parsed: int = 0  # ... that the grammar parsed, address included (a failure or not)
+    matched: int = 0  # ... that were a failure
     counted: int = 0
     bans: int = 0
     last_match: float = 0.0
@@ -54,6 +57,7 @@ class Pipeline:
     pending: list[Ban] = field(default_factory=list)
     counters: dict[str, Counters] = field(init=False)
     last_key: str | None = None
+    seen: dict[str, None] = field(default_factory=dict)
     last_time: float = 0.0
 
     def __post_init__(self) -> None:
@@ -74,10 +78,14 @@ class Pipeline:
                 self.counters[jail.name].lines += 1
             if not grammar.mentions(text):
                 continue
-            failure = grammar.parse_mentioned(text, line.received)
+            fields = grammar.match(text)
+            failure = None if fields is None else grammar.convert(fields, line.received)
             for jail in jails:
                 counters = self.counters[jail.name]
                 counters.candidates += 1
+                if fields is None:
+                    continue
+                counters.parsed += 1
                 if failure is None:
                     continue
                 counters.matched += 1
@@ -86,9 +94,14 @@ class Pipeline:
                     found.append((jail, failure))
         return found
 
-    def handle(self, line: LogLine) -> list[Ban]:
-        """Count the line's failures durably and apply the bans they trigger."""
-        self.flush()
+    def handle(self, line: LogLine, defer: bool = False) -> list[Ban]:
+        """Count the line's failures durably and apply the bans they trigger.
+
+        ``defer``: leave the bans in ``pending`` for one ``flush`` at the end of a
+        batch (an rsyslog transaction, a journal wake-up) instead of applying now.
+        """
+        if not defer:
+            self.flush()
         found = self.failures(line)
         if not found:
             self._settle(line)
@@ -96,7 +109,7 @@ class Pipeline:
         key = ""
         if self.ledger is not None:
             key = line.key or "h" + hashlib.blake2b(line.text.encode(), digest_size=8).hexdigest()
-            if key == self.last_key:  # a resent message: counted already
+            if key == self.last_key or key in self.seen:  # a resent message: counted already
                 self._settle(line)
                 return []
         records, bans = [], []
@@ -104,7 +117,8 @@ class Pipeline:
             moment = failure.time if self.log_time and failure.time is not None else line.received
             self.last_time = moment
             address = canonical(failure.address)
-            records.append(Record("F", moment, jail.name, str(address), key))
+            if self.ledger is not None:
+                records.append(Record("F", moment, jail.name, str(address), key))
             self.counters[jail.name].counted += 1
             ban = self.tracker.record(jail.name, address, moment)
             if ban is not None:
@@ -114,11 +128,21 @@ class Pipeline:
                 bans.append(ban)
         if self.ledger is not None:
             self.ledger.append(records)
+            self._remember(line.key)
         self.last_key = key
         self.pending.extend(bans)
-        self.flush()
+        if not defer:
+            self.flush()
         self._settle(line)
         return bans
+
+    def _remember(self, key: str | None) -> None:
+        # Delivery keys (rsyslog uuids, journal cursors) of recent messages: a whole
+        # batch that rsyslog resends after a failed commit is recognised.
+        if key:
+            self.seen[key] = None
+            if len(self.seen) > SEEN:  # drop the older half at once: O(1) amortised
+                self.seen = dict.fromkeys(list(self.seen)[SEEN // 2:])
 
     def _settle(self, line: LogLine) -> None:
         # A content digest identifies a resend only right after an error reply or a
@@ -158,6 +182,8 @@ class Pipeline:
         for record in self.ledger.replay() if self.ledger is not None else ():
             if record.kind == "F":
                 last_key = record.extra or None
+                if last_key and not last_key.startswith("h"):
+                    self._remember(last_key)
             if record.jail not in self.config.jails:
                 continue
             where = (record.jail, record.address)

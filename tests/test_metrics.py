@@ -19,6 +19,9 @@ omprog_ban_lines_total{jail="amps"} 100
 # HELP omprog_ban_candidates_total Lines that mention the jail's grammar's keyword.
 # TYPE omprog_ban_candidates_total counter
 omprog_ban_candidates_total{jail="amps"} 40
+# HELP omprog_ban_parsed_total Candidate lines the grammar parsed, address included (a failure or not).
+# TYPE omprog_ban_parsed_total counter
+omprog_ban_parsed_total{jail="amps"} 39
 # HELP omprog_ban_matches_total Candidate lines the grammar turned into a failure with an address.
 # TYPE omprog_ban_matches_total counter
 omprog_ban_matches_total{jail="amps"} 38
@@ -61,7 +64,7 @@ def test_render():
     latency = metrics.Histogram()
     for seconds in (0.0004, 0.0006, 0.001, 0.03, 3.0):  # 0.001 is counted in le="0.001": bounds are inclusive
         latency.observe(seconds)
-    counters = {"amps": Counters(lines=100, candidates=40, matched=38, counted=37, bans=1, last_match=1768003200.5)}
+    counters = {"amps": Counters(lines=100, candidates=40, parsed=39, matched=38, counted=37, bans=1, last_match=1768003200.5)}
     assert metrics.render(counters, {"amps": 3}, 2, 1, latency) == EXPECTED
 
 

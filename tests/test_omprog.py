@@ -99,3 +99,17 @@ def test_failures_survive_sigkill(tmp_path, count):
     for port in range(10, count):
         assert second.send(amps_line("192.0.2.9", port=port)) == "OK"
     assert len(second.bans()) == (1 if count == 20 else 0)
+
+
+def test_transactions_defer_then_commit_applies_the_batch(tmp_path):
+    child = Child(tmp_path)
+    assert child.send("BEGIN TRANSACTION") == "OK"
+    replies = [child.send(json.dumps({"msg": amps_line(f"192.0.2.{n}", port=i), "uuid": f"t{n}-{i}"}))
+               for n in (40, 41) for i in range(20)]
+    assert replies == ["DEFER_COMMIT"] * 40
+    assert child.send("COMMIT TRANSACTION") == "OK"
+    # rsyslog resends a batch whose commit failed: nothing counts twice
+    assert child.send("BEGIN TRANSACTION") == "OK"
+    assert child.send(json.dumps({"msg": amps_line("192.0.2.40", port=0), "uuid": "t40-0"})) == "DEFER_COMMIT"
+    assert child.send("COMMIT TRANSACTION") == "OK"
+    assert sorted(b["host"] for b in child.bans()) == ["192.0.2.40", "192.0.2.41"]

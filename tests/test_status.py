@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+from pathlib import Path
 
 from omprog_ban import cli
 from omprog_ban.commands import status
+from tests.lab import wait_for
 
 T = 1768003200.0  # 2026-01-10 00:00:00 UTC (the tests run with TZ=UTC)
 
@@ -54,10 +55,18 @@ def test_stale_and_dead_writers():
 
 
 def test_running_probes_the_process():
-    child = subprocess.Popen(["sleep", "0"])
-    child.wait()
-    assert status.running(child.pid) is False  # gone
-    assert status.running(os.getpid()) is False  # alive, but pytest is not omprog-ban (a reused pid)
+    gone = subprocess.Popen(["sleep", "0"])
+    gone.wait()
+    other = subprocess.Popen(["sleep", "30"])  # alive, but not omprog-ban: a reused pid
+    ours = subprocess.Popen(["bash", "-c", "exec -a omprog-ban sleep 30"])  # argv[0] is omprog-ban
+    try:
+        for process, argv0 in ((other, b"sleep\0"), (ours, b"omprog-ban\0")):  # until each has exec'd
+            assert wait_for(lambda: Path(f"/proc/{process.pid}/cmdline").read_bytes().startswith(argv0), 5, 0.01)
+        assert [status.running(p.pid) for p in (gone, other, ours)] == [False, False, True]
+    finally:
+        for process in (other, ours):
+            process.kill()
+            process.wait()
 
 
 def test_command_json_and_exit_codes(tmp_path, capsys):

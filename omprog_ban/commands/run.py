@@ -48,6 +48,6 @@ def main(args) -> int:
     log.info("ready: %d jail(s) %s, table inet %s%s", len(config.jails), ", ".join(config.jails),
              config.table, " (dry run)" if args.dry_run else "")
     try:
-        return serve(runtime.pipeline.handle, runtime.maintain, sys.stdin.fileno(), sys.stdout)
+        return serve(runtime.pipeline.handle, runtime.pipeline.flush, runtime.maintain, sys.stdin.fileno(), sys.stdout.fileno())
     finally:
         runtime.close()

@@ -64,7 +64,7 @@ def collect(status: dict[str, Any], now: float, alive: Callable[[int], bool] | N
     elif age > STALE:
         warnings.append(f"the status is {age:.0f}s old (rewritten every ~2s): the writer (pid {pid}) may be stuck")
     for name, jail in data["jails"].items():
-        if jail.get("candidates", 0) > 0 and jail.get("matched", 0) == 0:
+        if jail.get("candidates", 0) > 0 and jail.get("parsed", jail.get("matched", 0)) == 0:
             warnings.append(
                 f"jail {name}: {jail['candidates']} candidate lines but no address extracted: "
                 "this jail cannot ban; has the log format changed or lost its addresses? "
@@ -82,9 +82,10 @@ def running(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        return b"omprog" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return True
+    return any(Path(arg).name in ("omprog-ban", "omprog_ban") for arg in argv)
 
 
 def table(data: dict[str, Any]) -> str:

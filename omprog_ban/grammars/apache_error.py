@@ -26,6 +26,8 @@ are "" on 2.2 lines.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import pyparsing as pp
 
 from omprog_ban.grammars import tokens
@@ -49,62 +51,52 @@ client_22 = pp.Regex(
 ).set_name("Apache 2.2 prefix")
 
 # One regex per rule, each opening on the daemon's own words; the tail after the
-# keyword is attacker text and always matches (linear time, no backtracking into it).
+# keyword is attacker text and always matches (linear time, no backtracking into
+# it). The empty group first names the rule.
 not_found = pp.Regex(
-    r"(?:File does not exist|script not found or unable to stat): (?P<path>.*)"
-    r"|script '(?P<quoted_path>.*?)' not found or unable to stat.*"
-    r"|Got error 'Primary script unknown.*"
+    r"(?P<not_found>)(?:(?:File does not exist|script not found or unable to stat): (?P<path>.*)"
+    r"|script '(?P<quoted_path>.*?)' not found or unable to stat.*|Got error 'Primary script unknown.*)"
 ).set_name("not found")
 auth = pp.Regex(
-    r"(?:(?:Digest: )?user .*?(?: not found(?:: )?|: password mismatch: )"
+    r"(?P<auth>)(?:(?:(?:Digest: )?user .*?(?: not found(?:: )?|: password mismatch: )"
     r"|client used wrong authentication scheme: )(?P<path>.*)"
-    r"|(?:Digest: )?user .*?: (?:authentication|authorization) failure for \"(?P<quoted_path>.*?)\":.*"
+    r"|(?:Digest: )?user .*?: (?:authentication|authorization) failure for \"(?P<quoted_path>.*?)\":.*)"
 ).set_name("auth failure")
-denied = pp.Regex(r"client denied by server configuration: (?P<path>.*)").set_name("denied")
+denied = pp.Regex(r"(?P<denied>)client denied by server configuration: (?P<path>.*)").set_name("denied")
 bad_request = pp.Regex(
-    r"Invalid (?:URI|method) in request (?P<request>.*)|request failed: URI too long.*"
+    r"(?P<bad_request>)(?:Invalid (?:URI|method) in request (?P<request>.*)|request failed: URI too long.*)"
 ).set_name("bad request")
 
+message = (not_found | denied | auth | bad_request).set_name("Apache error message")
 
-def _address(text: str, location: int, tokens_: pp.ParseResults) -> None:
-    found = tokens.to_address(tokens_.get("bracketed") or tokens_.get("plain") or "")
-    if found is None:
-        raise pp.ParseException(text, location, "client address is not an address")
-    tokens_["address"] = found
+# Tabs stay tabs (pyparsing would expand them), as on the compiled path.
+element = (tokens.syslog_header + (client_24 | client_22) + message).set_name("Apache error log")
+element.parse_with_tabs()
+
+RULES = {"not_found": "not-found", "auth": "auth", "denied": "denied", "bad_request": "bad-request"}
 
 
-def _path(tokens_: pp.ParseResults) -> None:
-    text = tokens_.get("quoted_path") or tokens_.get("path") or ""
-    request = tokens_.get("request")
+def path(result: Mapping[str, str | None]) -> str:
+    """Return the file, script or URI a parsed message names, without the referer suffix."""
+    request = result.get("request")
     if request is not None:  # METHOD URI [PROTOCOL]: keep the URI
         parts = request.partition(", referer: ")[0].split(" ")
-        text = parts[1] if len(parts) > 1 else ""
-    tokens_["path"] = text.partition(", referer: ")[0]
+        return parts[1] if len(parts) > 1 else ""
+    return (result.get("quoted_path") or result.get("path") or "").partition(", referer: ")[0]
 
 
-client_24.add_parse_action(_address)
-client_22.add_parse_action(_address)
-for _token in (not_found, auth, denied, bad_request):
-    _token.add_parse_action(_path)
-
-message = (
-    (not_found + pp.Tag("rule", "not-found"))
-    | (denied + pp.Tag("rule", "denied"))
-    | (auth + pp.Tag("rule", "auth"))
-    | (bad_request + pp.Tag("rule", "bad-request"))
-).set_name("Apache error message")
-
-element = (tokens.syslog_header + (client_24 | client_22) + message).set_name("Apache error log")
-
-
-def convert(result: pp.ParseResults, now: float) -> Failure:
-    """Return the Failure of a parsed line: every rule of this grammar is one."""
+def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
+    """Return the Failure of a parsed line (every rule is one), None when its address is none."""
+    address = tokens.to_address(result.get("bracketed") or result.get("plain") or "")
+    if address is None:  # 999.1.1.1, a host name: not an address Apache wrote
+        return None
+    rule = next(rule for marker, rule in RULES.items() if result.get(marker) is not None)
     return Failure(
         grammar="apache-error",
-        rule=result["rule"],
-        address=result["address"],
+        rule=rule,
+        address=address,
         time=tokens.event_seconds(result, now),
-        fields={"path": result["path"], "module": result.get("module") or "", "code": result.get("code") or ""},
+        fields={"path": path(result), "module": result.get("module") or "", "code": result.get("code") or ""},
     )
 
 
@@ -114,9 +106,8 @@ GRAMMAR = Grammar(
     fields=("path", "module", "code"),
     keywords=(
         "does not exist",
-        "unable to stat",
+        "not found",  # also in every "script ... not found or unable to stat"
         "Primary script unknown",
-        "not found",
         "failure for",
         "password mismatch",
         "wrong authentication scheme",

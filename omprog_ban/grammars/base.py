@@ -37,6 +37,7 @@ class Grammar:
     compiled: Compiled | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.element.parse_with_tabs()  # a tab is data (a client may put one in a name), not 8 spaces
         object.__setattr__(self, "compiled", compile_element(self.element))
 
     def mentions(self, text: str) -> bool:
@@ -57,8 +58,11 @@ class Grammar:
         fields = self.match(text)
         return None if fields is None else self.convert(fields, now)
 
-    def match(self, text: str, slow: bool = False) -> Mapping[str, str] | None:
-        """Return the line's results names and their text, or None when it does not parse."""
+    def match(self, text: str, slow: bool = False) -> Mapping[str, str | None] | None:
+        """Return the line's results names and their text, or None when it does not parse.
+
+        A results name the line did not reach may be missing or map to None.
+        """
         if self.compiled is not None and not slow:
             return self.compiled.match(text)
         try:

@@ -38,53 +38,57 @@ class Compiled:
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         self.regex = re.compile(pattern)
-        self._names: dict[str, str] = {}
-        for group in self.regex.groupindex:
-            self._names[group] = group.rsplit("__", 1)[0]
+        # A name used once keeps its own group name; the later uses of a name
+        # (other alternatives) are renamed NAME__N and folded back after a match.
+        self._renamed = [(group, group.rsplit("__", 1)[0]) for group in self.regex.groupindex if "__" in group]
 
-    def match(self, text: str) -> Mapping[str, str] | None:
-        """Return the results names and their text for a whole-line match, or None."""
+    def match(self, text: str) -> Mapping[str, str | None] | None:
+        """Return the results names and their text (None: not matched) for a whole-line match.
+
+        The mapping also holds the internal ``NAME__N`` keys of renamed groups.
+        """
         found = self.regex.match(text)
         if found is None:
             return None
-        fields: dict[str, str] = {}
-        for group, value in found.groupdict().items():
+        fields = found.groupdict()
+        for group, name in self._renamed:  # the renamed keys stay: cheaper than popping
+            value = fields[group]
             if value is not None:
-                fields[self._names[group]] = value
+                fields[name] = value
         return fields
 
 
 def compile_element(element: pp.ParserElement) -> Compiled | None:
     """Return the whole-line regex equivalent of ``element``, or None if it has no exact one."""
-    counter = iter(range(1_000_000))
+    names = _Names()
     try:
-        body = _translate(element, counter)
+        body = _translate(element, names)
     except Unsupported:
         return None
     return Compiled(body + r"[ \t\r\n]*\Z")
 
 
-def _translate(element: pp.ParserElement, counter) -> str:
+def _translate(element: pp.ParserElement, names: _Names) -> str:
     if element.parseAction:
         raise Unsupported(f"parse action on {element}")
     if isinstance(element, pp.Regex):
-        pattern = _rename(element.pattern, counter)
+        pattern = _rename(element.pattern, names)
         flags = _inline_flags(element.flags)
         core = f"(?>{flags}{pattern})" if not flags else f"(?>(?{flags}:{pattern}))"
     elif isinstance(element, pp.Literal):
         core = f"(?>{re.escape(element.match)})"
     elif isinstance(element, pp.And):
-        core = "".join(_translate(part, counter) for part in element.exprs)
+        core = "".join(_translate(part, names) for part in element.exprs)
     elif isinstance(element, pp.MatchFirst):
-        core = "(?>" + "|".join(_translate(part, counter) for part in element.exprs) + ")"
+        core = "(?>" + "|".join(_translate(part, names) for part in element.exprs) + ")"
     elif isinstance(element, pp.Opt):
-        core = f"(?>(?:{_translate(element.expr, counter)})?)"
+        core = f"(?>(?:{_translate(element.expr, names)})?)"
     elif isinstance(element, (pp.Suppress, pp.Group)) or type(element) is pp.ParseElementEnhance:
-        core = _translate(element.expr, counter)
+        core = _translate(element.expr, names)
     else:
         raise Unsupported(type(element).__name__)
     if element.resultsName and not isinstance(element, pp.Regex | pp.And | pp.MatchFirst | pp.Opt):
-        core = f"(?P<{element.resultsName}__{next(counter)}>{core})"
+        core = f"(?P<{names.fresh(element.resultsName)}>{core})"
     elif element.resultsName:
         raise Unsupported("results name on a compound or a Regex")
     if element.skipWhitespace and isinstance(element, (pp.Regex, pp.Literal)):
@@ -94,10 +98,25 @@ def _translate(element: pp.ParserElement, counter) -> str:
     return core
 
 
-def _rename(pattern: str, counter) -> str:
+def _rename(pattern: str, names: "_Names") -> str:
     if "(?P=" in pattern:
         raise Unsupported("back-reference")
-    return _GROUP.sub(lambda m: f"(?P<{m[1]}__{next(counter)}>", pattern)
+    return _GROUP.sub(lambda m: f"(?P<{names.fresh(m[1])}>", pattern)
+
+
+class _Names:
+    """Hand out group names: a name's first use as it is, later uses as NAME__N."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+        self.count = 0
+
+    def fresh(self, name: str) -> str:
+        if name not in self.used:
+            self.used.add(name)
+            return name
+        self.count += 1
+        return f"{name}__{self.count}"
 
 
 def _inline_flags(flags: int) -> str:

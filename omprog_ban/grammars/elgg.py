@@ -9,10 +9,14 @@ Sample lines, as the plugin logs them (auth.log) and as rsyslog hands them over:
 The user name is whatever the client typed: it may hold spaces, ``from
 198.51.100.9`` or a whole fake log line. The plugin writes the client address last,
 so the greedy name plus the end anchor pins the address to the LAST ``from
-ADDRESS``, which must end the line. ``Accepted password`` parses but is no failure.
+ADDRESS``, which must end the line; when that one is no address the line is no
+match (never a fallback to an earlier ``from`` inside the name). ``Accepted
+password`` parses but is no failure.
 """
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import pyparsing as pp
 
@@ -25,27 +29,22 @@ attempt = pp.Regex(
     r"(?P<client>[0-9A-Fa-f:.]{2,45})\s*$"
 ).set_name("Elgg login attempt")
 
-
-def _address(text: str, location: int, tokens_: pp.ParseResults) -> None:
-    found = tokens.to_address(tokens_["client"])
-    if found is None:
-        raise pp.ParseException(text, location, "client address is not an address")
-    tokens_["address"] = found
-
-
-attempt.add_parse_action(_address)
-
+# Tabs stay tabs (pyparsing would expand them), as on the compiled path.
 element = (tokens.syslog_header + attempt).set_name("Elgg login")
+element.parse_with_tabs()
 
 
-def convert(result: pp.ParseResults, now: float) -> Failure | None:
+def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     """Return a Failure for an authentication failure, None for an accepted password."""
     if result["outcome"] != "Authentication failure":
+        return None
+    address = tokens.to_address(result["client"])
+    if address is None:  # 999.1.1.1: no fallback to an earlier "from" in the user name
         return None
     return Failure(
         grammar="elgg",
         rule="auth",
-        address=result["address"],
+        address=address,
         time=tokens.event_seconds(result, now),
         fields={"user": result["user"]},
     )

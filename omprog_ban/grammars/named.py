@@ -24,6 +24,8 @@ refused with NOTAUTH (usually one's own key-signed DHCP or ACME updater) are lef
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import pyparsing as pp
 
 from omprog_ban.grammars import tokens
@@ -31,7 +33,7 @@ from omprog_ban.grammars.base import Grammar
 from omprog_ban.model import Failure
 
 _SEVERITY = r"(?:critical|error|warning|notice|info|debug(?: \d{1,2})?|dynamic)"
-_QNAME = r"[^\s()\\]*(?:\\.[^\s()\\]*)*"  # as dns_name_format escapes it
+_QNAME = r"[^\s()\\]*+(?:\\.[^\s()\\]*+)*+"  # as dns_name_format escapes it
 _ACL = r"(?: \([^()]{0,80}\))?"  # BIND 9.16+: (allow-query-cache did not match)
 
 client = pp.Regex(
@@ -41,48 +43,48 @@ client = pp.Regex(
 ).set_name("named client prefix")
 
 # The quoted names are the client's and may hold quotes: greedy names end at the
-# LAST quote the fixed text allows, which is the one named wrote.
+# LAST quote the fixed text allows, which is the one named wrote. The empty group
+# first names the rule.
 query_denied = pp.Regex(
-    rf"query(?: \(cache\))? '(?P<question>.*/[\w-]+/[\w-]+)' denied{_ACL}"
+    rf"(?P<query_denied>)query(?: \(cache\))? '(?P<question>.*/[\w-]+/[\w-]+)' denied{_ACL}"
 ).set_name("query denied")
 transfer_denied = pp.Regex(
-    rf"zone transfer '(?P<question>.*/[\w-]+/[\w-]+)' denied{_ACL}"
+    rf"(?P<transfer_denied>)zone transfer '(?P<question>.*/[\w-]+/[\w-]+)' denied{_ACL}"
 ).set_name("zone transfer denied")
 update_denied = pp.Regex(
-    rf"update(?: forwarding)? '(?P<zone_class>.*/[\w-]+)' denied{_ACL}"
+    rf"(?P<update_denied>)update(?: forwarding)? '(?P<zone_class>.*/[\w-]+)' denied{_ACL}"
 ).set_name("update denied")
 notauth = pp.Regex(
-    r"bad zone transfer request: '(?P<zone_class>.*/[\w-]+)': non-authoritative zone \(NOTAUTH\)"
-    r"|received notify for zone '(?P<zone>.*)'(?:: TSIG '[^']*')?: not authoritative"
+    r"(?P<notauth>)(?:bad zone transfer request: '(?P<zone_class>.*/[\w-]+)': "
+    r"non-authoritative zone \(NOTAUTH\)"
+    r"|received notify for zone '(?P<zone>.*?)'(?:: TSIG '[^']*')?: not authoritative\s*$)"
 ).set_name("not authoritative")
+# The logged prefix (192.0.2.0/24) is RRL's bucket, never the address.
 rate_limit = pp.Regex(
-    r"(?:would )?rate limit (?:drop|slip) (?:\w[\w -]{0,40} error |error |referral |NODATA |NXDOMAIN |all )?"
+    r"(?P<rate_limit>)(?:would )?rate limit (?:drop|slip) "
+    r"(?:\w[\w -]{0,40} error |error |referral |NODATA |NXDOMAIN |all )?"
     r"responses? to [0-9A-Fa-f:.]{2,45}/\d{1,3}"
     r"(?: for (?P<limited_qname>\S{1,1100}?)(?: [\w-]+(?: (?P<limited_type>[\w-]+))?)?  \([0-9a-f]{1,8}\))?"
 ).set_name("rate limit")
 
+message = (query_denied | rate_limit | transfer_denied | update_denied | notauth).set_name(
+    "named client message"
+)
 
-def _address(text: str, location: int, tokens_: pp.ParseResults) -> None:
-    found = tokens.to_address(tokens_["peer"])
-    if found is None:
-        raise pp.ParseException(text, location, "client address is not an address")
-    tokens_["address"] = found
-
-
-client.add_parse_action(_address)
-
-message = (
-    (query_denied + pp.Tag("rule", "query-denied"))
-    | (rate_limit + pp.Tag("rule", "rate-limit"))
-    | (transfer_denied + pp.Tag("rule", "transfer-denied"))
-    | (update_denied + pp.Tag("rule", "update-denied"))
-    | (notauth + pp.Tag("rule", "notauth"))
-).set_name("named client message")
-
+# Tabs stay tabs (pyparsing would expand them), as on the compiled path.
 element = (tokens.syslog_header + client + message).set_name("named client log")
+element.parse_with_tabs()
+
+RULES = {
+    "query_denied": "query-denied",
+    "transfer_denied": "transfer-denied",
+    "update_denied": "update-denied",
+    "notauth": "notauth",
+    "rate_limit": "rate-limit",
+}
 
 
-def question(result: pp.ParseResults) -> tuple[str, str]:
+def question(result: Mapping[str, str | None]) -> tuple[str, str]:
     """Return the query name and type a parsed message names ("" for what it lacks)."""
     text = result.get("question")
     if text:
@@ -95,13 +97,17 @@ def question(result: pp.ParseResults) -> tuple[str, str]:
     return name, result.get("limited_type") or ""
 
 
-def convert(result: pp.ParseResults, now: float) -> Failure:
-    """Return the Failure of a parsed line: every rule of this grammar is one."""
+def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
+    """Return the Failure of a parsed line (every rule is one), None when its address is none."""
+    address = tokens.to_address(result["peer"])
+    if address is None:  # 999.1.1.1: not an address named wrote
+        return None
+    rule = next(rule for marker, rule in RULES.items() if result.get(marker) is not None)
     qname, qtype = question(result)
     return Failure(
         grammar="named",
-        rule=result["rule"],
-        address=result["address"],
+        rule=rule,
+        address=address,
         time=tokens.event_seconds(result, now),
         fields={"qname": qname, "qtype": qtype, "view": result.get("view") or ""},
     )

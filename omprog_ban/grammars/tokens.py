@@ -12,6 +12,7 @@ import calendar
 import ipaddress
 import time as _time
 from datetime import datetime, timedelta, timezone
+from typing import Mapping
 
 import pyparsing as pp
 
@@ -41,12 +42,26 @@ def to_address(text: str):
     """Return ``text`` as an ipaddress object, or None when it is not a client address.
 
     The unspecified address (``0.0.0.0``, ``::``) is never a client: None too.
+    Answers are memoised (bounded: the memo is dropped whole when full), since an
+    attacker's address comes back on every line it causes.
     """
-    try:
-        found = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    return None if found.is_unspecified else found
+    found = _ADDRESSES.get(text, _UNKNOWN)
+    if found is _UNKNOWN:
+        try:
+            found = ipaddress.ip_address(text)
+        except ValueError:
+            found = None
+        if found is not None and found.is_unspecified:
+            found = None
+        if len(_ADDRESSES) >= MEMO:
+            _ADDRESSES.clear()
+        _ADDRESSES[text] = found
+    return found
+
+
+MEMO = 65536
+_UNKNOWN = object()
+_ADDRESSES: dict = {}
 
 
 # --- timestamps -----------------------------------------------------------------
@@ -64,14 +79,31 @@ CLF_TIME = r"\d\d/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d\d
 
 
 def iso_seconds(text: str) -> float | None:
-    """Return ISO 8601 ``text`` as epoch seconds (local time when it has no zone)."""
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.timestamp()
+    """Return ISO 8601 ``text`` as epoch seconds (local time when it has no zone).
+
+    The whole-second part and the zone are converted once and memoised; lines of
+    one second share them, so only the fraction is new per line.
+    """
+    head, rest = text[:19], text[19:]
+    fraction = 0.0
+    if rest.startswith("."):
+        zone = rest[1:].lstrip("0123456789")
+        digits = rest[: len(rest) - len(zone)]
+        fraction, rest = float(digits) if len(digits) > 1 else 0.0, zone
+    key = head + rest
+    base = _STAMPS.get(key)
+    if base is None:
+        try:
+            base = datetime.fromisoformat(head + ("+00:00" if rest == "Z" else rest)).timestamp()
+        except ValueError:
+            return None
+        if len(_STAMPS) >= MEMO:
+            _STAMPS.clear()
+        _STAMPS[key] = base
+    return base + fraction
+
+
+_STAMPS: dict[str, float] = {}
 
 
 def syslog_seconds(text: str, now: float) -> float | None:
@@ -123,13 +155,12 @@ def clf_seconds(text: str) -> float | None:
     day, month, rest = text.split("/", 2)
     year, hour, minute, rest = rest.split(":", 3)
     second, zone = rest.split()
-    offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[0] == "-" else 1)
+    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * (-1 if zone[0] == "-" else 1)
     try:
-        moment = datetime(int(year), MONTHS[month], int(day), int(hour), int(minute), int(second),
-                          tzinfo=timezone(timedelta(seconds=offset)))
-    except ValueError:
+        moment = datetime(int(year), MONTHS[month], int(day), int(hour), int(minute), int(second))
+        return moment.replace(tzinfo=timezone(offset)).timestamp()
+    except ValueError:  # 31/Feb, an offset of a day or more
         return None
-    return moment.timestamp()
 
 
 # --- carrier prefixes -----------------------------------------------------------
@@ -157,7 +188,7 @@ syslog_header = pp.Opt(RFC5424 | RFC3164 | RSYSLOG_FILE | JOURNAL_SHORT).set_nam
 _OWN_STAMPS = (("apache_time", apache_seconds), ("clf_time", clf_seconds), ("named_time", named_seconds))
 
 
-def event_seconds(result: pp.ParseResults, now: float) -> float | None:
+def event_seconds(result: Mapping[str, str | None], now: float) -> float | None:
     """Return the log's own time from any stamp the parse found, else the carrier's, or None."""
     for name, seconds in _OWN_STAMPS:
         stamp = result.get(name)

@@ -1,0 +1,193 @@
+"""omprog-ban replay and test against fail2ban-regex, on the same files in one run.
+
+- ``omprog-ban replay``: in this process, the replay command's own pieces
+  (``Pipeline`` with its ``Collect`` backend, ``read_lines``, ``file_time``) on
+  one jail of bench/jails.toml; timed from the first line read to the last
+  line handled (config loading and imports excluded; printing the bans too).
+- ``omprog-ban test --grammar G FILE``: the command itself (``cli.main``) in
+  this process, output captured; its time on an empty file is subtracted.
+- ``fail2ban-regex -r FILE FILTER``: a subprocess; the time is its own
+  ``[processed in X sec]`` (its start-up excluded, like ours). Below 0.1 s that
+  figure is too coarse and the wall time less the wall time on an empty file
+  is taken instead.
+
+Both sides also report how many lines counted as failures, as a check that the
+filters are equivalent. ``python -m bench.replay [--lines N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import generate
+from bench.table import Row, count, figure, rate, render
+from omprog_ban import cli, config as configuration
+from omprog_ban.commands.replay import Collect
+from omprog_ban.model import LogLine
+from omprog_ban.pipeline import Pipeline
+from omprog_ban.sources import file_time, read_lines
+
+HERE = Path(__file__).resolve().parent
+JAILS = HERE / "jails.toml"
+STOCK = Path("/etc/fail2ban/filter.d")
+
+
+@dataclass(frozen=True)
+class Service:
+    """One log: the omprog-ban jail and grammar that read it, and the fail2ban filter that does the same."""
+
+    jail: str
+    grammar: str
+    filter: Path
+
+
+SERVICES = {
+    "amps": Service("amps", "amps", HERE / "filters" / "amps.conf"),
+    "apache-error": Service("apache-fourofour", "apache-error", HERE / "filters" / "apache-fourofour.conf"),
+    "apache-access": Service("apache-404", "apache-access", HERE / "filters" / "apache-access-404.conf"),
+    "elgg": Service("elgg", "elgg", HERE / "filters" / "elgg.conf"),
+    "named": Service("named-refused", "named", STOCK / "named-refused.conf"),
+}
+F2B_LINES = re.compile(r"Lines: (\d+) lines, (\d+) ignored, (\d+) matched, (\d+) missed\s*\[processed in ([\d.]+) sec\]")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Lines processed, seconds taken, and how many lines counted as failures (bans: replay only)."""
+
+    lines: int
+    seconds: float
+    failures: int
+    bans: int = 0
+
+
+def ensure_fail2ban() -> None:
+    """Install Debian's fail2ban if fail2ban-regex is missing, without ever starting its service."""
+    if shutil.which("fail2ban-regex"):
+        return
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:  # invoke-rc.d asks it: 101 means "do not start anything"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "fail2ban"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    finally:
+        if ours:
+            policy.unlink()
+
+
+def jail_config(service: str, state_dir: Path) -> configuration.Config:
+    """Return bench/jails.toml with only ``service``'s jail."""
+    config = configuration.load(JAILS, state_dir=str(state_dir))
+    name = SERVICES[service].jail
+    return dataclasses.replace(config, jails={name: config.jails[name]})
+
+
+def omprog_replay(config: configuration.Config, path: Path) -> Timing:
+    """Run ``path`` through the replay pipeline (grammar, jail, engine, dry backend); time it."""
+    pipeline = Pipeline(config, Collect(), ledger=None, log_time=True)
+    lines = bans = 0
+    start = time.perf_counter()
+    pipeline.last_time = file_time(str(path))
+    for _number, text in read_lines(str(path)):
+        lines += 1
+        bans += len(pipeline.handle(LogLine(text, pipeline.last_time)))
+    seconds = time.perf_counter() - start
+    return Timing(lines, seconds, sum(c.counted for c in pipeline.counters.values()), bans)
+
+
+def _test_command(grammar: str, path: Path) -> tuple[float, str]:
+    output = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(output):
+        code = cli.main(["test", "--grammar", grammar, str(path)])
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"omprog-ban test --grammar {grammar} {path} exited {code}")
+    return seconds, output.getvalue()
+
+
+def omprog_test(grammar: str, path: Path, empty: Path) -> Timing:
+    """Run ``omprog-ban test --grammar`` on ``path``; time it less its time on an empty file."""
+    startup, _ = _test_command(grammar, empty)
+    seconds, output = _test_command(grammar, path)
+    found = re.search(r"Lines: (\d+) read, (\d+) matched", output)
+    if found is None:
+        raise RuntimeError(f"omprog-ban test printed no summary: {output[-300:]!r}")
+    return Timing(int(found[1]), max(seconds - startup, 1e-9), int(found[2]))
+
+
+def _fail2ban(path: Path, filter_path: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(["fail2ban-regex", "-r", "--print-no-missed", "--print-no-ignored", str(path), str(filter_path)],
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"fail2ban-regex {path} {filter_path} exited {done.returncode}: {done.stderr[-500:]}")
+    return seconds, done.stdout
+
+
+def fail2ban_regex(path: Path, filter_path: Path, empty: Path) -> Timing:
+    """Run fail2ban-regex on ``path``; return its processing time (see the module's docstring)."""
+    wall, output = _fail2ban(path, filter_path)
+    found = F2B_LINES.search(output)
+    if found is None:
+        raise RuntimeError(f"fail2ban-regex printed no summary: {output[-500:]!r}")
+    lines, _ignored, matched, _missed, processed = found.groups()
+    seconds = float(processed)
+    if seconds < 0.1:
+        startup, _ = _fail2ban(empty, filter_path)
+        seconds = max(wall - startup, 1e-9)
+    return Timing(int(lines), seconds, int(matched))
+
+
+def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
+    """Generate the logs into ``workdir``, time every reader on each; return the table's rows."""
+    ensure_fail2ban()
+    logs = workdir / "logs"
+    empty = workdir / "empty.log"
+    empty.write_text("")
+    rows = []
+    for service, mix, path in generate.write_all(logs, lines, seed):
+        spec = SERVICES[service]
+        replayed = omprog_replay(jail_config(service, workdir / "state"), path)
+        tested = omprog_test(spec.grammar, path, empty)
+        peer = fail2ban_regex(path, spec.filter, empty)
+        reference = f"fail2ban-regex {rate(peer.lines, peer.seconds)}"
+        case = f"{service} {mix}"
+        notes = f"failures {count(replayed.failures)} / fail2ban {count(peer.failures)}; {count(replayed.bans)} bans"
+        rows.append(Row("replay", case, count(replayed.lines), rate(replayed.lines, replayed.seconds), reference,
+                        (replayed.lines / replayed.seconds) / (peer.lines / peer.seconds), notes))
+        rows.append(Row(f"test --grammar {spec.grammar}", case, count(tested.lines), rate(tested.lines, tested.seconds),
+                        reference, (tested.lines / tested.seconds) / (peer.lines / peer.seconds),
+                        f"grammar matched {count(tested.failures)}"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=100_000, help="lines per file (default 100000)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=HERE / "out")
+    args = parser.parse_args()
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    print(render(run(args.out, args.lines, args.seed)))
+
+
+if __name__ == "__main__":
+    main()
