@@ -159,6 +159,7 @@ def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
     """Generate the logs into ``workdir``, time every reader on each; return the table's rows."""
     ensure_fail2ban()
     logs = workdir / "logs"
+    workdir.mkdir(parents=True, exist_ok=True)
     empty = workdir / "empty.log"
     empty.write_text("")
     rows = []

@@ -10,7 +10,6 @@ import logging
 import sys
 
 from omprog_ban import __version__, config
-from omprog_ban.commands import COMMANDS
 
 EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 64, 69, 78
 
@@ -23,6 +22,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """Return the argument parser with every command."""
+    from omprog_ban.commands import COMMANDS  # here: the commands import this module
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=config.DEFAULT_PATH,
                         help=f"TOML config (default {config.DEFAULT_PATH}; 'default' for the embedded one)")

@@ -69,8 +69,13 @@ class _Jail:
 class Tracker:
     """Count failures per jail and address; decide bans. Pure and deterministic."""
 
-    def __init__(self, policies: dict[str, Policy]) -> None:
+    def __init__(self, policies: dict[str, Policy], protected: tuple[Network, ...] = ()) -> None:
         self._jails = {name: _Jail(policy) for name, policy in policies.items()}
+        self.protect(protected)
+
+    def protect(self, networks: tuple[Network, ...]) -> None:
+        """Never ban an address in ``networks``, in any jail (replaces the previous list)."""
+        self._protected = tuple(_key_range(network) for network in networks)
 
     def record(self, jail: str, address: Address, now: float, factor: float = 1.0) -> Ban | None:
         """Count one failure of ``address`` at ``now``; return the Ban it triggers, if any.
@@ -81,7 +86,7 @@ class Tracker:
         state = self._jails[jail]
         policy = state.policy
         key = address_key(address)
-        for low, high in state.ignore:
+        for low, high in state.ignore + self._protected:
             if low <= key <= high:
                 return None
         until = state.banned.get(key)

@@ -11,15 +11,20 @@ after an error reply, and the resend is recognised and not counted twice).
 from __future__ import annotations
 
 import hashlib
+import logging
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from omprog_ban import rails
 from omprog_ban.config import Config, Jail
 from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
 from omprog_ban.ledger import Ledger, Record
 from omprog_ban.model import Ban, Failure, LogLine, canonical
+from omprog_ban.rails import Breaker, Shields
+
+log = logging.getLogger("omprog-ban")
 
 SEEN = 65536  # delivery keys remembered: more than any batch rsyslog can resend
 
@@ -35,6 +40,8 @@ class Counters:
     counted: int = 0
     bans: int = 0
     last_match: float = 0.0
+    suppressed: int = 0  # bans the circuit breaker held back
+    tripped: bool = False
 
 
 @dataclass
@@ -56,18 +63,25 @@ class Pipeline:
     tracker: Tracker = field(init=False)
     pending: list[Ban] = field(default_factory=list)
     counters: dict[str, Counters] = field(init=False)
+    own_addresses: tuple = ()
     last_key: str | None = None
     seen: dict[str, None] = field(default_factory=dict)
     last_time: float = 0.0
 
     def __post_init__(self) -> None:
         jails = self.config.jails.values()
-        self.tracker = Tracker({jail.name: jail.policy for jail in jails})
+        self.tracker = Tracker({jail.name: jail.policy for jail in jails}, self.protected())
         self.counters = {jail.name: Counters() for jail in jails}
+        self.breakers = {jail.name: Breaker(jail.max_bans_per_minute) for jail in jails}
+        self.shields = Shields(self.config.shields_rate, self.config.shields_factor)
         routes: dict[str, list[Jail]] = {}
         for jail in jails:
             routes.setdefault(jail.grammar, []).append(jail)
         self._routes = [(GRAMMARS[name], group) for name, group in routes.items()]
+
+    def protected(self) -> tuple:
+        """Return what is never banned: loopback and the like, ``never_ban``, our own addresses."""
+        return rails.ALWAYS + self.config.never_ban + tuple(self.own_addresses)
 
     def failures(self, line: LogLine) -> list[tuple[Jail, Failure]]:
         """Return the (jail, failure) pairs that ``line`` counts for."""
@@ -113,6 +127,7 @@ class Pipeline:
                 self._settle(line)
                 return []
         records, bans = [], []
+        factor = self.shields.observe(line.received, len(found))
         for jail, failure in found:
             moment = failure.time if self.log_time and failure.time is not None else line.received
             self.last_time = moment
@@ -120,7 +135,9 @@ class Pipeline:
             if self.ledger is not None:
                 records.append(Record("F", moment, jail.name, str(address), key))
             self.counters[jail.name].counted += 1
-            ban = self.tracker.record(jail.name, address, moment)
+            ban = self.tracker.record(jail.name, address, moment, factor)
+            if ban is not None and not self._allowed(ban):
+                continue
             if ban is not None:
                 if self.adjust is not None:
                     ban = self.adjust(ban)
@@ -135,6 +152,21 @@ class Pipeline:
             self.flush()
         self._settle(line)
         return bans
+
+    def _allowed(self, ban: Ban) -> bool:
+        """Ask the jail's circuit breaker; log loudly when it holds a ban back."""
+        counters = self.counters[ban.jail]
+        allowed = self.breakers[ban.jail].allow(ban.time)
+        if not allowed:
+            counters.suppressed += 1
+            if not counters.tripped or counters.suppressed % 1000 == 0:
+                log.warning("jail %s is over max_bans_per_minute (%d): LOG-ONLY, not banning %s (%d held back so far); "
+                            "a parser bug or an injection wave? check the logs", ban.jail,
+                            self.breakers[ban.jail].limit, ban.address, counters.suppressed)
+        elif counters.tripped:
+            log.warning("jail %s is back under max_bans_per_minute: banning again", ban.jail)
+        counters.tripped = not allowed
+        return allowed
 
     def _remember(self, key: str | None) -> None:
         # Delivery keys (rsyslog uuids, journal cursors) of recent messages: a whole
@@ -191,7 +223,7 @@ class Pipeline:
             if record.kind == "F":
                 ban = self.tracker.record(record.jail, address, record.time)
                 if ban is not None:
-                    owed[where] = ban
+                    owed[where] = self.adjust(ban) if self.adjust is not None else ban
             elif record.kind == "B":
                 ban = Ban(record.jail, address, float(record.extra or 0), record.time)
                 self.tracker.mark_banned(record.jail, address, ban.until)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from omprog_ban import history, metrics
+from omprog_ban import history, metrics, rails
 from omprog_ban.config import Config
 from omprog_ban.increment import Escalate
 from omprog_ban.ledger import Ledger
@@ -43,7 +43,8 @@ class Runtime:
 
     def __init__(self, config: Config, dry_run: bool = False, backend: Any = None,
                  clock: Callable[[], float] = time.time, lock_wait: float = 10.0,
-                 metrics_file: str | Path | None = None) -> None:
+                 metrics_file: str | Path | None = None,
+                 own_addresses: Callable[[], tuple] = rails.local_addresses) -> None:
         self.config = config
         self.clock = clock
         self.state_dir = Path(config.state_dir)
@@ -55,8 +56,11 @@ class Runtime:
                                             config.history_retention)
         self.latency = metrics.Histogram()
         self.metrics_file = Path(metrics_file) if metrics_file else None
+        self.own_addresses = own_addresses
         self.pipeline = Pipeline(config, metrics.Timed(self.backend, self.latency), ledger, on_ban=self._banned,
-                                 adjust=Escalate(config.jails, self.history.count, config.history_retention))
+                                 adjust=Escalate(config.jails, self.history.count, config.history_retention),
+                                 own_addresses=own_addresses())
+        self._addresses_checked = clock()
         self.ledger = ledger
         self.nft_errors = 0
         self.restores = 0
@@ -69,6 +73,10 @@ class Runtime:
 
     def maintain(self, now: float) -> None:
         """Between messages: restore a vanished table, expire state, compact, publish status."""
+        if now - self._addresses_checked > 60:  # the host's own addresses may change (DHCP, SLAAC)
+            self._addresses_checked = now
+            self.pipeline.own_addresses = self.own_addresses()
+            self.pipeline.tracker.protect(self.pipeline.protected())
         try:
             if not self.backend.exists():
                 log.warning("table inet %s is gone (ruleset flushed?): restoring it and every active ban", self.config.table)
@@ -119,7 +127,10 @@ class Runtime:
         jails = {}
         for name, counters in self.pipeline.counters.items():
             jails[name] = {**counters.__dict__, "tracked": self.pipeline.tracker.tracked(name)}
-        status = {"time": now, "pid": os.getpid(), "nft_errors": self.nft_errors, "restores": self.restores, "jails": jails}
+        shields = self.pipeline.shields
+        status = {"time": now, "pid": os.getpid(), "nft_errors": self.nft_errors, "restores": self.restores,
+                  "shields": {"up": shields.up, "raised": shields.raised, "rate": shields.rate, "factor": shields.strict},
+                  "jails": jails}
         fresh = self.state_dir / "status.json.new"
         fresh.write_text(json.dumps(status, indent=1))
         os.replace(fresh, self.state_dir / "status.json")

@@ -20,6 +20,22 @@ from typing import Iterable, Mapping
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BOOT_ID = uuid.UUID("6a1f0c3e9b7d4e2f8c5a0b1d2e3f4a5b").hex  # one fake boot: entries order by monotonic time
 MONOTONIC_BASE = 1_700_000_000_000_000  # usec subtracted from realtime to make a monotonic clock
+_latest = 0.0  # the newest time handed out by default: entries made later never sort earlier
+
+
+def now() -> float:
+    """Return the wall clock, but never earlier than an entry already made with a default time.
+
+    The journal merges files by time: an entry stamped before the follower's
+    position is history, even when it lands in a new file later.
+    """
+    return max(time.time(), _latest + 1e-4)
+
+
+def _issue(when: float) -> float:
+    global _latest
+    _latest = max(_latest, when)
+    return when
 
 
 def amps_failure(address: str = "192.0.2.7", reason: str = "auth", client: str = "x") -> str:
@@ -29,7 +45,7 @@ def amps_failure(address: str = "192.0.2.7", reason: str = "auth", client: str =
 
 def entry(message: str, when: float | None = None, **fields: str) -> dict[str, str]:
     """Return one entry as journald would store a syslog message from amps.service."""
-    usec = int((time.time() if when is None else when) * 1e6)
+    usec = int((_issue(now()) if when is None else when) * 1e6)
     return {
         "__REALTIME_TIMESTAMP": str(usec),
         "__MONOTONIC_TIMESTAMP": str(usec - MONOTONIC_BASE),
@@ -55,7 +71,9 @@ def entry(message: str, when: float | None = None, **fields: str) -> dict[str, s
 def failures(count: int, address: str = "192.0.2.7", start: float | None = None, step: float = 0.01,
              **fields: str) -> list[dict[str, str]]:
     """Return ``count`` AMPS auth failures of ``address``, ``step`` seconds apart."""
-    start = time.time() if start is None else start
+    if start is None:
+        start = now()
+        _issue(start + (count - 1) * step)
     return [entry(amps_failure(address), start + number * step, **fields) for number in range(count)]
 
 

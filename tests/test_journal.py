@@ -300,14 +300,14 @@ def test_follower_reads_across_real_rotation(tmp_path, journal_dir, state_dir):
     The tmpfs lives in a private mount namespace (the follower's); journal-remote joins it with nsenter.
     """
     mount = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=64M tmpfs {journal_dir} && exec "$0" "$@"']
-    filler = [jf.entry("filler " + os.urandom(1500).hex(), SYSLOG_IDENTIFIER="filler") for _ in range(100)]
     follower = Follower(journal_dir, state_dir, prefix=mount)
     try:
         enter = ["nsenter", "-t", str(follower.process.pid), "-m"]
         with jf.Appender(journal_dir, prefix=enter, compress=False) as appender:
-            for entry in jf.failures(20, "192.0.2.7", step=0.02):
-                appender.append([entry, *filler])
-            assert follower.wait(lambda: follower.bans(), 5), follower.log()
+            for _ in range(20):  # each failure followed by ~300 KiB of other entries
+                filler = [jf.entry("filler " + os.urandom(1500).hex(), SYSLOG_IDENTIFIER="filler") for _ in range(100)]
+                appender.append([jf.entry(jf.amps_failure("192.0.2.7")), *filler])
+            assert follower.wait(lambda: follower.bans(), 10), follower.log()
         files = subprocess.run([*enter, "ls", str(journal_dir)], capture_output=True, text=True).stdout.split()
     finally:
         assert follower.stop() == 0

@@ -57,13 +57,18 @@ def collect(status: dict[str, Any], now: float, alive: Callable[[int], bool] | N
     age = now - float(status.get("time", 0.0))
     data = {"time": status.get("time"), "age": round(age, 1), "pid": pid, "running": bool(pid) and alive(pid),
             "nft_errors": status.get("nft_errors", 0), "restores": status.get("restores", 0),
-            "jails": status.get("jails", {}), "warnings": []}
+            "shields": status.get("shields", {}), "jails": status.get("jails", {}), "warnings": []}
     warnings = data["warnings"]
     if not data["running"]:
         warnings.append(f"the writer (pid {pid}) is not running: these counters are from a stopped instance")
     elif age > STALE:
         warnings.append(f"the status is {age:.0f}s old (rewritten every ~2s): the writer (pid {pid}) may be stuck")
+    if status.get("shields", {}).get("up"):
+        warnings.append(f"shields are up: failures exceed {status['shields']['rate']:g}/s over all jails, "
+                        f"maxretry is scaled by {status['shields']['factor']:g}")
     for name, jail in data["jails"].items():
+        if jail.get("tripped"):
+            warnings.append(f"jail {name}: over max_bans_per_minute: LOG-ONLY, {jail.get('suppressed', 0)} bans held back")
         if jail.get("candidates", 0) > 0 and jail.get("parsed", jail.get("matched", 0)) == 0:
             warnings.append(
                 f"jail {name}: {jail['candidates']} candidate lines but no address extracted: "

@@ -1,0 +1,171 @@
+"""rsyslog throughput: the shipped omprog action with ``omprog-ban run`` vs a child that only answers OK.
+
+A private rsyslogd (``tests.lab.Rsyslog``: the shipped rsyslog.d files, imfile
+on a private AMPS log, pre-filter, template, queue) runs in the foreground
+under ``taskset -c 1`` (the child inherits the pin) inside a fresh network
+namespace, so omprog-ban bans into a real nft there. N AMPS failure lines
+(the flood mix: thousands of attackers, so bans happen too) are in the log
+before rsyslogd starts; both runs read the same file.
+
+Throughput is counted by the child, from its first line on (start-up excluded):
+- the OK-only child notes the time of its first and its N-th line:
+  rate = (N - 1) / (t_N - t_1);
+- omprog-ban rewrites ``status.json`` (time, lines) every 2 s: rate between the
+  first and the last snapshot taken while lines were still arriving (with fewer
+  than two such snapshots, up to the first snapshot that shows all N: a floor).
+
+``python -m bench.rsyslog [--lines N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import generate
+from bench.table import Row, count, rate, render
+from bench.workspace import HERE, TABLE, write_config
+from tests.lab import PROGRAM, Namespace, Rsyslog, wait_for
+
+OK_CHILD = """\
+import json, sys, time
+progress, target = sys.argv[1], int(sys.argv[2])
+sys.stdout.write("OK\\n"); sys.stdout.flush()
+count, first = 0, None
+for line in sys.stdin:
+    count += 1
+    sys.stdout.write("OK\\n"); sys.stdout.flush()
+    if first is None:
+        first = time.time()
+    if count == target:
+        with open(progress + ".new", "w") as handle:
+            json.dump({"first": first, "done": time.time(), "lines": count}, handle)
+        __import__("os").replace(progress + ".new", progress)
+"""
+
+
+class PinnedRsyslog(Rsyslog):
+    """tests.lab.Rsyslog started under ``taskset -c 1``, optionally with another omprog child."""
+
+    def __init__(self, workdir: Path, namespace: Namespace, config: Path, binary: str | None = None) -> None:
+        super().__init__(workdir, namespace, config)
+        if binary is not None:
+            shipped = f"{PROGRAM} run --config {config}"
+            text = self.conf.read_text()
+            if shipped not in text:
+                raise RuntimeError(f"the shipped action no longer runs {shipped!r}")
+            self.conf.write_text(text.replace(shipped, binary))
+
+    def start(self) -> "PinnedRsyslog":
+        """Check the config and start rsyslogd pinned to CPU 1."""
+        check = subprocess.run(["rsyslogd", "-N1", "-f", str(self.conf)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"rsyslogd -N1: {check.stderr}{check.stdout}")
+        self.process = self.namespace.popen(["taskset", "-c", "1", "rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for(lambda: self.pidfile.exists(), 10):
+            raise RuntimeError("rsyslogd did not start")
+        return self
+
+
+def failure_lines(count_: int, seed: int) -> list[str]:
+    """Return ``count_`` AMPS failure lines of the flood mix (the pre-filter passes each one)."""
+    found = []
+    for _, text in generate.lines("amps", "flood", count_ * 2, seed):
+        if text.endswith(("auth.", "name in use.")):
+            found.append(text)
+            if len(found) == count_:
+                return found
+    raise RuntimeError("the flood mix ran out of failures")
+
+
+def _fresh(directory: Path) -> Path:
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def _run(workdir: Path, lines: list[str], binary: str | None, done, timeout: float):
+    namespace = Namespace("obb")
+    daemon = PinnedRsyslog(workdir, namespace, write_config(workdir / "omprog-ban.toml", workdir / "state", ("amps",)), binary)
+    daemon.amps_log.write_text("".join(line + "\n" for line in lines))
+    try:
+        daemon.start()
+        result = wait_for(done, timeout, 0.05)
+        if not result:
+            raise RuntimeError(f"rsyslog run in {workdir} did not finish within {timeout:.0f} s; see {daemon.internal}")
+        banned = sum(len(namespace.nft_elements(TABLE, f"amps_v{v}")) for v in (4, 6)) if binary is None else 0
+        return result, banned
+    finally:
+        daemon.stop()
+        namespace.close()
+
+
+def ok_only(workdir: Path, lines: list[str], timeout: float) -> float:
+    """Return lines/s through rsyslog to the OK-only child."""
+    _fresh(workdir)
+    script, progress = workdir / "ok-child.py", workdir / "progress.json"
+    script.write_text(OK_CHILD)
+
+    def done():
+        return json.loads(progress.read_text()) if progress.exists() else None
+
+    result, _ = _run(workdir, lines, f"{sys.executable} {script} {progress} {len(lines)}", done, timeout)
+    return (result["lines"] - 1) / (result["done"] - result["first"])
+
+
+def omprog_ban(workdir: Path, lines: list[str], timeout: float) -> tuple[float, int]:
+    """Return lines/s through rsyslog to ``omprog-ban run`` with real nft, and how many bans the kernel holds."""
+    _fresh(workdir)
+    status = workdir / "state" / "status.json"
+    snapshots: dict[float, int] = {}
+
+    def done():
+        try:
+            data = json.loads(status.read_text())
+        except (OSError, ValueError):
+            return None
+        snapshots[data["time"]] = sum(jail["lines"] for jail in data["jails"].values())
+        return snapshots[data["time"]] >= len(lines)
+
+    _, banned = _run(workdir, lines, None, done, timeout)
+    return _rate(snapshots, len(lines)), banned
+
+
+def _rate(snapshots: dict[float, int], total: int) -> float:
+    moving = sorted((t, n) for t, n in snapshots.items() if 0 < n < total)
+    if len(moving) < 2:  # a short run: up to the snapshot that shows them all (a floor)
+        moving = sorted((t, n) for t, n in snapshots.items() if 0 < n)
+        moving = moving[:1] + [next((t, n) for t, n in sorted(snapshots.items()) if n >= total)]
+        if moving[0] == moving[-1]:
+            return float("nan")
+    (t1, n1), (t2, n2) = moving[0], moving[-1]
+    return (n2 - n1) / (t2 - t1)
+
+
+def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
+    """Run both children on the same ``lines`` failures; return the table's rows."""
+    text = failure_lines(lines, seed)
+    timeout = 60 + lines / 2000
+    reference = ok_only(workdir / "rsyslog-ok", text, timeout)
+    ours, banned = omprog_ban(workdir / "rsyslog-omprog-ban", text, timeout)
+    return [Row("rsyslog", "imfile -> omprog, taskset -c 1", count(lines), rate(ours, 1),
+                f"OK-only child {rate(reference, 1)}", ours / reference, f"{count(banned)} bans in nft")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.rsyslog", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=HERE / "out")
+    args = parser.parse_args()
+    print(render(run(args.out, args.lines, args.seed)))
+
+
+if __name__ == "__main__":
+    main()
