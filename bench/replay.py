@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import generate
-from bench.table import Row, count, figure, rate, render
+from bench.table import Row, count, rate, render
 from omprog_ban import cli, config as configuration
 from omprog_ban.commands.replay import Collect
 from omprog_ban.model import LogLine

@@ -10,9 +10,9 @@ before rsyslogd starts; both runs read the same file.
 Throughput is counted by the child, from its first line on (start-up excluded):
 - the OK-only child notes the time of its first and its N-th line:
   rate = (N - 1) / (t_N - t_1);
-- omprog-ban rewrites ``status.json`` (time, lines) every 2 s: rate between the
-  first and the last snapshot taken while lines were still arriving (with fewer
-  than two such snapshots, up to the first snapshot that shows all N: a floor).
+- omprog-ban appends each failure to its ledger with the time its line was
+  read, before the OK: rate = (N - 1) / (t_N - t_1) from the first and last
+  records (``status.json``'s line counter tells when all N are in).
 
 ``python -m bench.rsyslog [--lines N]``
 """
@@ -24,12 +24,12 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench import generate
 from bench.table import Row, count, rate, render
 from bench.workspace import HERE, TABLE, write_config
+from omprog_ban.ledger import Ledger
 from tests.lab import PROGRAM, Namespace, Rsyslog, wait_for
 
 OK_CHILD = """\
@@ -122,30 +122,32 @@ def ok_only(workdir: Path, lines: list[str], timeout: float) -> float:
 def omprog_ban(workdir: Path, lines: list[str], timeout: float) -> tuple[float, int]:
     """Return lines/s through rsyslog to ``omprog-ban run`` with real nft, and how many bans the kernel holds."""
     _fresh(workdir)
-    status = workdir / "state" / "status.json"
-    snapshots: dict[float, int] = {}
+    state = workdir / "state"
+    first: list[float] = []
 
     def done():
+        if not first:  # the ledger is compacted past 16 MiB: note its first record while it is there
+            first.extend(record.time for record in _records(state / "ledger")[:1])
         try:
-            data = json.loads(status.read_text())
+            status = json.loads((state / "status.json").read_text())
         except (OSError, ValueError):
-            return None
-        snapshots[data["time"]] = sum(jail["lines"] for jail in data["jails"].values())
-        return snapshots[data["time"]] >= len(lines)
+            return False
+        return sum(jail["lines"] for jail in status["jails"].values()) >= len(lines)
 
     _, banned = _run(workdir, lines, None, done, timeout)
-    return _rate(snapshots, len(lines)), banned
+    last = max(record.time for record in _records(state / "ledger")[-100:])
+    return (len(lines) - 1) / (last - first[0]), banned
 
 
-def _rate(snapshots: dict[float, int], total: int) -> float:
-    moving = sorted((t, n) for t, n in snapshots.items() if 0 < n < total)
-    if len(moving) < 2:  # a short run: up to the snapshot that shows them all (a floor)
-        moving = sorted((t, n) for t, n in snapshots.items() if 0 < n)
-        moving = moving[:1] + [next((t, n) for t, n in sorted(snapshots.items()) if n >= total)]
-        if moving[0] == moving[-1]:
-            return float("nan")
-    (t1, n1), (t2, n2) = moving[0], moving[-1]
-    return (n2 - n1) / (t2 - t1)
+def _records(path: Path) -> list:
+    """Return the ledger's records: each failure with the time its line was read."""
+    if not path.exists():
+        return []
+    ledger = Ledger(path)
+    try:
+        return list(ledger.replay())
+    finally:
+        ledger.close()
 
 
 def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:

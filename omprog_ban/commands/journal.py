@@ -1,33 +1,19 @@
 """Follow the systemd journal (or the journal files in a directory) and ban in nftables.
 
-``omprog-ban journal [--directory DIR] [--dry-run] [--once]``. Only jails with a
-``journal`` table are fed, and each counts only the entries its own match
-selects (its ``journal`` fields are required like ``trusted`` ones); the other
-jails are left out of this process altogether, with a warning.
+Only jails with a ``journal`` match are fed, and each counts only the entries
+its own match selects; jails without one are left out of this process (a
+warning says so). Decisions use each entry's time, so a backlog read late counts
+its windows as they happened.
 
-Decisions use the entry's time, so a backlog read late counts its windows as
-they happened. Where reading starts:
+Where reading starts: just after the saved cursor; at the tail when the saved
+cursor is not in this journal (wiped, or another machine's: a warning, and the
+history is not read); with no saved cursor at all, at the tail when following
+and at the head with --once. How the cursor and the ledger make sure that no
+ban is lost and no entry counted twice: see omprog_ban.journal.
 
-- a saved cursor of this journal: just after it;
-- a saved cursor this journal does not hold (wiped, another machine's state
-  directory): warning on stderr, then the tail; the history is not read;
-- no saved cursor: the tail when following, the head with ``--once`` (a first
-  run from cron or a test processes what is there).
-
-No ban lost, no entry counted twice. The cursor file (``cursor``, or
-``dry-run.cursor``) holds the cursor of the last entry whose ``handle`` returned,
-plus the pipeline's ``last_key`` at that moment. It is written at most once a
-second while entries flow, when the reader runs dry, and at exit; the ledger
-does the rest. Every failure is in the ledger, keyed by its entry's cursor,
-before its ban is tried (see :mod:`omprog_ban.pipeline`), and entries are handled
-one after another, so the ledger's last key K marks a point up to which every
-entry was handled. After a crash the follower starts after the later of the
-two: after K when K differs from the one saved with the cursor (failures were
-counted after the save), else after the saved cursor. An entry that only
-passed without failures may be read again, which changes nothing. An entry
-whose ban nft refused stays unfinished: it is retried after a pause (its
-failures are not counted again: its key is K) and the cursor does not pass it.
-Cost: one write and one rename a second, about 40 us (``bench/journal.md``).
+Exit codes: 0 stopped (SIGTERM, SIGINT) or --once done; 66 journal directory
+unreadable; 69 nft unavailable (or refusing bans under --once); 75 state
+directory locked; 78 bad config.
 """
 
 from __future__ import annotations
@@ -37,7 +23,7 @@ import logging
 import signal
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 from omprog_ban import cli
 from omprog_ban.config import Config, ConfigError
@@ -51,6 +37,7 @@ HELP = "follow the systemd journal (or journal files) and ban"
 log = logging.getLogger("omprog-ban")
 UPKEEP = 1.0  # seconds between runtime.maintain() calls
 SAVE_EVERY = 1.0  # seconds between cursor writes while entries flow
+WAIT = 0.25  # longest wait for the journal: a signal is only seen when sd_journal_wait() returns
 RETRY_PAUSE = 1.0  # seconds before an entry whose ban nft refused is tried again
 ONCE_ATTEMPTS = 5  # with --once, give up (exit 69) after this many refusals
 EX_NOINPUT, EX_TEMPFAIL = 66, 75
@@ -67,8 +54,11 @@ class Follower:
     """Feed journal entries to a runtime's pipeline; keep the cursor; run the upkeep.
 
     ``source`` is a :class:`~omprog_ban.journal.Journal`, ``cursors`` a
-    :class:`~omprog_ban.journal.CursorFile`; the clocks and ``sleep`` are the real
-    ones unless a test passes its own.
+    :class:`~omprog_ban.journal.CursorFile` (the scheme is described in
+    :mod:`omprog_ban.journal`); the clocks and ``sleep`` are the real ones unless
+    a test passes its own. ``runtime.maintain`` runs every ``UPKEEP`` seconds,
+    with the time of the entry at hand while a backlog drains (so its windows
+    are not expired early) and the wall clock once caught up.
     """
 
     def __init__(self, runtime: Runtime, source: Journal, cursors: CursorFile, once: bool = False,
@@ -134,7 +124,7 @@ class Follower:
                 if line is None:
                     if self.once:
                         break
-                    self.source.wait(max(0.0, min(SAVE_EVERY, upkeep - self.monotonic())))
+                    self.source.wait(max(0.0, min(WAIT, upkeep - self.monotonic())))
         finally:
             self._save(force=True)
         return code
@@ -173,7 +163,7 @@ class Follower:
         self.saved, self.saved_at = saved, self.monotonic()
 
 
-class Printed(DryRun):
+class RememberingDryRun(DryRun):
     """``nft.DryRun`` that remembers the bans it printed, from the dry-run ledger.
 
     DryRun alone tells ``restore`` that nothing is banned, so every restart would
@@ -185,7 +175,7 @@ class Printed(DryRun):
         self.running: dict[tuple[str, str], float] = {}
         self.now = 0.0
 
-    def remember(self, records: list[Record] | object, now: float) -> None:
+    def remember(self, records: Iterable[Record], now: float) -> None:
         """Take the running bans from ledger records (B adds, U removes) as of ``now``."""
         for record in records:
             if record.kind == "B":
@@ -223,7 +213,7 @@ def journal_config(config: Config) -> Config:
 def main(args) -> int:
     """Follow until SIGTERM (with --once: until the journal runs dry)."""
     config = journal_config(cli.load_config(args))
-    backend = Printed(sys.stdout) if args.dry_run else None
+    backend = RememberingDryRun(sys.stdout) if args.dry_run else None
     try:
         runtime = Runtime(config, dry_run=args.dry_run, backend=backend)
     except LockedError as error:

@@ -55,9 +55,7 @@ vhost_combined = pp.Regex(
 ).set_name("vhost_combined record")
 combined = pp.Regex(rf"(?P<client>{_ADDRESS}){_RECORD}").set_name("combined record")
 
-# Tabs stay tabs (pyparsing would expand them), as on the compiled path.
 element = (tokens.syslog_header + (vhost_combined | combined)).set_name("Apache access log")
-element.parse_with_tabs()
 
 
 def request_parts(request: str) -> tuple[str, str]:

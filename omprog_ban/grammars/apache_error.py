@@ -69,9 +69,7 @@ bad_request = pp.Regex(
 
 message = (not_found | denied | auth | bad_request).set_name("Apache error message")
 
-# Tabs stay tabs (pyparsing would expand them), as on the compiled path.
 element = (tokens.syslog_header + (client_24 | client_22) + message).set_name("Apache error log")
-element.parse_with_tabs()
 
 RULES = {"not_found": "not-found", "auth": "auth", "denied": "denied", "bad_request": "bad-request"}
 

@@ -29,9 +29,7 @@ attempt = pp.Regex(
     r"(?P<client>[0-9A-Fa-f:.]{2,45})\s*$"
 ).set_name("Elgg login attempt")
 
-# Tabs stay tabs (pyparsing would expand them), as on the compiled path.
 element = (tokens.syslog_header + attempt).set_name("Elgg login")
-element.parse_with_tabs()
 
 
 def convert(result: Mapping[str, str | None], now: float) -> Failure | None:

@@ -71,9 +71,7 @@ message = (query_denied | rate_limit | transfer_denied | update_denied | notauth
     "named client message"
 )
 
-# Tabs stay tabs (pyparsing would expand them), as on the compiled path.
 element = (tokens.syslog_header + client + message).set_name("named client log")
-element.parse_with_tabs()
 
 RULES = {
     "query_denied": "query-denied",

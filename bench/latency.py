@@ -1,0 +1,87 @@
+"""Ban latency: from the line written to the element committed in the kernel, at 1,000 bans/s.
+
+``omprog-ban run`` is driven on pipes as rsyslog's omprog drives it (one
+message, then wait for the reply), inside a private network namespace with a
+real nft. The jail bans at the first failure (maxretry 1) and every message
+carries a new address, so every message is a ban. The child answers OK only
+once the kernel accepted the element, so write -> OK is the ban latency. The
+messages are paced at 1,000 a second (message i is not written before
+t0 + i/1000); a late reply delays the next one, as it would in rsyslog.
+
+``python -m bench.latency [--bans N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from bench.generate import distinct_addresses
+from bench.table import Row, count, figure, rate, render
+from bench.workspace import HERE, ONE_STRIKE, TABLE, Child, amps_message, run_argv, write_config
+from tests.lab import Namespace
+
+RATE = 1000.0
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Return the value below which ``share`` of ``values`` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def in_kernel(namespace: Namespace, set_stem: str = "one_strike") -> int:
+    """Return how many elements the jail's two sets hold."""
+    return sum(len(namespace.nft_elements(TABLE, f"{set_stem}_v{v}")) for v in (4, 6))
+
+
+def measure(workdir: Path, bans: int, seed: int = 7) -> tuple[list[float], float, int]:
+    """Return each ban's latency (s), the elapsed time, and how many elements the kernel holds after."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    config = write_config(workdir / "omprog-ban.toml", workdir / "state", ("none",), ONE_STRIKE)
+    messages = [amps_message(address, serial) for serial, address in enumerate(distinct_addresses(bans, seed))]
+    namespace = Namespace("obl")
+    child = Child(namespace.command(run_argv(config)), workdir / "omprog-ban.log")
+    try:
+        if child.reply() != "OK":
+            raise RuntimeError(f"omprog-ban run did not start; see {workdir / 'omprog-ban.log'}")
+        latencies = []
+        start = time.perf_counter()
+        for serial, message in enumerate(messages):
+            delay = start + serial / RATE - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent = time.perf_counter()
+            reply = child.send(message)
+            latencies.append(time.perf_counter() - sent)
+            if reply != "OK":
+                raise RuntimeError(f"message {serial} answered {reply!r}")
+        elapsed = time.perf_counter() - start
+        return latencies, elapsed, in_kernel(namespace)
+    finally:
+        child.close()
+        namespace.close()
+
+
+def run(workdir: Path, bans: int, seed: int = 7) -> list[Row]:
+    """Measure ``bans`` bans at 1,000/s; return the table's row."""
+    latencies, elapsed, held = measure(workdir / "latency", bans, seed)
+    ms = [1000 * value for value in latencies]
+    figures = f"p50 {figure(percentile(ms, 0.5))} / p99 {figure(percentile(ms, 0.99))} / max {figure(max(ms))} ms"
+    return [Row("latency", f"write -> OK (element in nft), paced at {RATE:,.0f} bans/s", f"{count(bans)} bans", figures,
+                notes=f"achieved {rate(bans, elapsed, 'bans/s')}; {count(held)} elements in nft after")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bans", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=HERE / "out")
+    args = parser.parse_args()
+    print(render(run(args.out, args.bans, args.seed)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Faults through a real rsyslogd: SIGKILLs under attack, rsyslog restarts, nft refusing, tables flushed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.lab import PROGRAM, Namespace, Rsyslog, amps_line, wait_for, write_config
+
+pytestmark = pytest.mark.integration
+
+JAIL = """
+[jails.amps]
+grammar = "amps"
+maxretry = 10
+findtime = "10m"
+bantime = "10m"
+ports = [9007]
+"""
+
+
+@pytest.fixture
+def server():
+    namespace = Namespace("obf")
+    yield namespace
+    namespace.close()
+
+
+def started(tmp_path, server, body: str = JAIL) -> Rsyslog:
+    config = write_config(tmp_path / "omprog-ban.toml", tmp_path / "state", body)
+    return Rsyslog(tmp_path, server, config).start()
+
+
+def banned(server: Namespace) -> set[str]:
+    return {e["val"] for e in server.nft_elements()}
+
+
+def test_random_sigkills_under_steady_attack_lose_nothing_and_count_nothing_twice(tmp_path, server):
+    rsyslog = started(tmp_path, server)
+    try:
+        attackers = [f"192.0.2.{n}" for n in range(1, 31)]  # 10 failures each: must be banned
+        bystanders = [f"198.51.100.{n}" for n in range(1, 31)]  # 9 failures each: must not be
+        lines = [amps_line(a, port=i) for a in attackers for i in range(10)]
+        lines += [amps_line(b, port=i) for b in bystanders for i in range(9)]
+        random.Random(7).shuffle(lines)
+        pace = random.Random(11)
+        killed: set[int] = set()
+        for batch, start in enumerate(range(0, len(lines), 15)):
+            rsyslog.write_amps(lines[start:start + 15])
+            time.sleep(pace.uniform(0.0, 0.05))
+            if batch % 6 == 5:  # mid-stream: the child has lines in flight
+                child = wait_for(lambda: (pid := rsyslog.child()) not in killed and pid, 20)
+                if child:  # rsyslog restarts the child for the next message, after its resume interval
+                    time.sleep(pace.uniform(0.0, 0.05))
+                    os.kill(child, signal.SIGKILL)
+                    killed.add(child)
+        assert len(killed) >= 4
+        assert wait_for(lambda: banned(server) == set(attackers), 30), sorted(banned(server))
+        time.sleep(1.0)
+        assert banned(server) == set(attackers)  # and no bystander, however often the child died
+    finally:
+        rsyslog.stop()
+
+
+def test_messages_queued_when_rsyslog_stops_are_processed_after_it_starts(tmp_path, server):
+    rsyslog = started(tmp_path, server)
+    try:
+        rsyslog.write_amps([amps_line("192.0.2.50")])  # one failure: starts the child
+        child = wait_for(rsyslog.child, 10)
+        os.kill(child, signal.SIGSTOP)  # the child hangs: rsyslog's action queue fills
+        rsyslog.write_amps([amps_line("192.0.2.51", port=i) for i in range(12)])
+        time.sleep(1.0)
+        rsyslog.stop()  # saveOnShutdown: the queue goes to the work directory
+        assert banned(server) == set()
+        assert list(tmp_path.glob("omprog-ban*.qi")), "rsyslog saved no queue"
+        rsyslog.start()
+        rsyslog.write_amps([amps_line("192.0.2.52")])
+        assert wait_for(lambda: banned(server) == {"192.0.2.51"}, 15), rsyslog.log_text()
+    finally:
+        rsyslog.stop()
+
+
+def test_a_flushed_ruleset_is_restored_with_the_active_bans(tmp_path, server):
+    rsyslog = started(tmp_path, server)
+    try:
+        rsyslog.write_amps([amps_line("192.0.2.60", port=i) for i in range(10)])
+        assert wait_for(lambda: banned(server) == {"192.0.2.60"}, 5)
+        server.run(["nft", "flush", "ruleset"])
+        assert banned(server) == set()
+        flushed = time.monotonic()
+        elements = wait_for(lambda: server.nft_elements(), 8)
+        assert time.monotonic() - flushed < 5
+        assert [e["val"] for e in elements] == ["192.0.2.60"]
+        assert 580 <= elements[0]["expires"] <= 600  # the time it had left, not a fresh ban
+        assert server.rule_count() == 4
+        assert "restoring it" in rsyslog.log_text()
+    finally:
+        rsyslog.stop()
+
+
+def test_a_full_set_is_an_error_rsyslog_retries_until_it_succeeds(tmp_path, server):
+    rsyslog = started(tmp_path, server, '[nft]\nmax_set_size = 2\n' + JAIL)
+    config = rsyslog.config
+    config.write_text(config.read_text().replace('[nft]\ntable = "omprog_ban"\n', '[nft]\ntable = "omprog_ban"\nmax_set_size = 2\n').replace('[nft]\nmax_set_size = 2\n\n', ""))
+    try:
+        for n in (1, 2, 3):
+            rsyslog.write_amps([amps_line(f"192.0.2.7{n}", port=i) for i in range(10)])
+        assert wait_for(lambda: banned(server) == {"192.0.2.71", "192.0.2.72"}, 5)
+        assert wait_for(lambda: "nft refused" in rsyslog.log_text(), 5), rsyslog.log_text()
+        time.sleep(1.5)
+        assert banned(server) == {"192.0.2.71", "192.0.2.72"}  # the third waits, it is not dropped
+        unban = server.run([str(PROGRAM), "unban", "192.0.2.71", "--config", str(config)])
+        assert "unbanned" in unban.stdout
+        assert wait_for(lambda: banned(server) == {"192.0.2.72", "192.0.2.73"}, 10), rsyslog.log_text()
+    finally:
+        rsyslog.stop()
