@@ -31,7 +31,7 @@ from bench.workspace import HERE, ONE_STRIKE, Child, amps_message, run_argv, wri
 from tests.lab import Namespace
 
 BATCH = 1024
-POLL = 2.0
+POLL = 0.5
 
 
 class Poller(threading.Thread):

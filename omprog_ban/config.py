@@ -182,6 +182,9 @@ def _jail(name: str, data: dict[str, Any]) -> Jail | None:
         raise ConfigError(f"{path}.grammar", f"unknown grammar {grammar_name!r}", f"use one of: {', '.join(sorted(GRAMMARS))}")
     grammar = GRAMMARS[grammar_name]
     rules = v.choices(data.get("rules", list(grammar.rules)), f"{path}.rules", grammar.rules)
+    if grammar_name == "named" and not data.get("ports"):
+        raise ConfigError(f"{path}.ports", "a named jail drops every port: DNS sources are spoofable, so a forged "
+                          "query could cut a victim off entirely", "set ports = [53]")
     protocols = data.get("protocol", "tcp")
     protocols = v.choices([protocols] if isinstance(protocols, str) else protocols, f"{path}.protocol", ("tcp", "udp"))
     return Jail(

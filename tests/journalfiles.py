@@ -138,14 +138,3 @@ class Appender:
     def __exit__(self, *_exc) -> None:
         self.close()
 
-
-def wait_for_entries(directory: Path, count: int, timeout: float = 5.0) -> None:
-    """Wait until the journal in ``directory`` holds ``count`` entries (journal-remote wrote them)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = subprocess.run(["journalctl", "--directory", str(directory), "-q", "-o", "cat", "--no-pager"],
-                              capture_output=True)
-        if done.stdout.count(b"\n") >= count:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{directory} did not reach {count} entries")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -103,7 +102,8 @@ class Rsyslog:
         self.pidfile = self.workdir / "rsyslogd.pid"
         self.conf = self.workdir / "rsyslog.conf"
         self.process: subprocess.Popen | None = None
-        self.amps_log.touch()
+        for name in ("amps.log", "apache-error.log", "apache-access.log"):
+            (self.workdir / name).touch()
         parts = [
             f'global(workDirectory="{self.workdir}" processInternalMessages="on")',
             'module(load="imuxsock" SysSock.Use="off")',
@@ -121,6 +121,8 @@ class Rsyslog:
         text = text.replace("/usr/local/bin/omprog-ban", str(PROGRAM))
         text = text.replace("/etc/omprog-ban.toml", str(self.config))
         text = text.replace("/var/log/omprog-ban.log", str(self.output))
+        text = text.replace("/var/log/apache2/error.log", str(self.workdir / "apache-error.log"))
+        text = text.replace("/var/log/apache2/access.log", str(self.workdir / "apache-access.log"))
         return text.replace("/var/log/amps/ban.log", str(self.amps_log))
 
     def start(self) -> "Rsyslog":
@@ -136,8 +138,17 @@ class Rsyslog:
 
     def write_amps(self, lines: list[str]) -> None:
         """Append lines to the AMPS log that imfile follows."""
-        with open(self.amps_log, "a") as handle:
+        self.write("amps.log", lines)
+
+    def write(self, name: str, lines: list[str]) -> None:
+        """Append lines to a log file that imfile follows (amps.log, apache-error.log, apache-access.log)."""
+        with open(self.workdir / name, "a") as handle:
             handle.write("".join(line + "\n" for line in lines))
+
+    def logger(self, tag: str, lines: list[str]) -> None:
+        """Send lines through rsyslog's private syslog socket, as a service's syslog() would."""
+        for line in lines:
+            subprocess.run(["logger", "-u", str(self.socket), "-t", tag, "--", line], check=True)
 
     def child(self) -> int | None:
         """Return the pid of the omprog-ban child, or None."""
@@ -181,8 +192,22 @@ def amps_line(address: str, reason: str = "auth", client: str = "loader", port: 
     return f"{stamp} [26] info: 07-0013 client[{client}]({host}:{port}) disconnected: {reason}."
 
 
+SEED_AMPS = """
+[defaults]
+ignoreip = ["127.0.0.0/8", "::1"]
+[jails.amps]
+grammar = "amps"
+rules = ["auth", "name-in-use"]
+maxretry = 20
+findtime = "10s"
+bantime = "2m"
+ports = [9007]
+protocol = "tcp"
+"""
+
+
 def write_config(path: Path, state_dir: Path, body: str = "") -> Path:
     """Write an omprog-ban TOML config: the seed AMPS jail unless ``body`` says otherwise."""
-    body = body or re.sub(r"\n\[nft\][^\[]*", "\n", (ROOT / "omprog_ban" / "default.toml").read_text())
+    body = body or SEED_AMPS
     path.write_text(f'state_dir = "{state_dir}"\n[nft]\ntable = "omprog_ban"\n' + body)
     return path

@@ -39,6 +39,20 @@ journal = { SYSLOG_IDENTIFIER = "amps" }
 """
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_follower_left():
+    """Kill followers a failed test left running."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture
 def journal_dir(tmp_path):
     directory = tmp_path / "journal"
@@ -72,14 +86,18 @@ def bans(stdout: str) -> list[dict]:
 class Follower:
     """``omprog-ban journal --dry-run`` as a live subprocess; its output collected by threads."""
 
-    def __init__(self, journal_dir: Path, state_dir: Path, config: str = "default", prefix: list[str] | None = None) -> None:
-        argv = [*(prefix or []), PROGRAM, "journal", "--dry-run", "--config", config, "--state-dir", str(state_dir),
-                "--directory", str(journal_dir)]
+    def __init__(self, journal_dir: Path, state_dir: Path, config: str = "default", prefix: list[str] | None = None,
+                 dry_run: bool = True) -> None:
+        argv = [*(prefix or []), PROGRAM, "journal", "--config", config, "--state-dir", str(state_dir),
+                "--directory", str(journal_dir), *(["--dry-run"] if dry_run else [])]
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _started.append(self.process)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        for stream, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
-            threading.Thread(target=self._collect, args=(stream, sink), daemon=True).start()
+        self.readers = [threading.Thread(target=self._collect, args=(stream, sink), daemon=True)
+                        for stream, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))]
+        for reader in self.readers:
+            reader.start()
         assert self.wait(lambda: any("following" in line for line in self.stderr), 15), self.log()
 
     @staticmethod
@@ -106,7 +124,8 @@ class Follower:
     def stop(self, how: int = signal.SIGTERM) -> int:
         self.process.send_signal(how)
         code = self.process.wait(10)
-        time.sleep(0.05)  # let the reader threads take the last lines
+        for reader in self.readers:  # they end at EOF, with the last lines taken
+            reader.join(5)
         return code
 
 
@@ -222,6 +241,32 @@ def test_untrusted_sender_is_not_banned(tmp_path, journal_dir, state_dir):
     assert [ban["host"] for ban in bans(once(journal_dir, state_dir, config).stdout)] == ["192.0.2.7"]
 
 
+NAMED_TRUSTED = """
+[jails.named]
+grammar = "named"
+maxretry = 10
+findtime = "1h"
+bantime = "10m"
+ports = [53]
+protocol = ["udp", "tcp"]
+journal = { SYSLOG_IDENTIFIER = "named" }
+trusted = { _SYSTEMD_UNIT = "named.service" }
+"""
+
+
+def test_a_users_logger_t_named_bans_nobody(tmp_path, journal_dir, state_dir):
+    """``logger -t named "client 8.8.8.8#53: query 'x/A/IN' denied"`` from a login session."""
+    def denied(address: str, **fields: str) -> list[dict[str, str]]:
+        return [jf.entry(f"client {address}#53: query 'x/A/IN' denied", SYSLOG_IDENTIFIER="named", **fields)
+                for _ in range(10)]
+    forged = denied("8.8.8.8", _SYSTEMD_UNIT="session-1.scope", _TRANSPORT="syslog", _UID="1000", _COMM="logger",
+                    _EXE="/usr/bin/logger")
+    real = denied("198.51.100.53", _SYSTEMD_UNIT="named.service", _TRANSPORT="stdout", _COMM="named", _EXE="/usr/sbin/named")
+    jf.write(journal_dir, forged + real)
+    found = bans(once(journal_dir, state_dir, config_file(tmp_path, NAMED_TRUSTED)).stdout)
+    assert [(ban["jail"], ban["host"]) for ban in found] == [("named", "198.51.100.53")]
+
+
 def test_each_jail_counts_only_what_its_own_match_selects(tmp_path, journal_dir, state_dir):
     second = SLOW_WINDOW.replace("[jails.amps]", "[jails.amps_b]").replace('"amps" }', '"amps-b" }')
     third = SLOW_WINDOW.replace("[jails.amps]", "[jails.amps_file]").split("journal =")[0]
@@ -230,6 +275,17 @@ def test_each_jail_counts_only_what_its_own_match_selects(tmp_path, journal_dir,
     done = once(journal_dir, state_dir, config)
     assert [(ban["jail"], ban["host"]) for ban in bans(done.stdout)] == [("amps_b", "192.0.2.7")]
     assert "jail amps_file has no journal match" in done.stderr
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ('trusted = { SYSLOG_IDENTIFIER = "named" }\n', "jails.amps.trusted.SYSLOG_IDENTIFIER: contradicts journal"),
+    ("", "no jail has a journal match"),
+])
+def test_config_the_follower_cannot_serve_exits_78(tmp_path, journal_dir, state_dir, extra, problem):
+    body = SLOW_WINDOW + extra if extra else SLOW_WINDOW.split("journal =")[0]
+    done = subprocess.run([PROGRAM, "journal", "--once", "--dry-run", "--config", config_file(tmp_path, body),
+                           "--state-dir", str(state_dir), "--directory", str(journal_dir)], capture_output=True, text=True)
+    assert done.returncode == 78 and problem in done.stderr, done.stderr
 
 
 # --- live following -------------------------------------------------------------------------------
@@ -261,7 +317,7 @@ def test_stopped_follower_resumes_where_it_stopped(tmp_path, journal_dir, state_
     with jf.Appender(journal_dir) as appender:
         follower = Follower(journal_dir, state_dir, config)
         appender.append(entries[:15])
-        assert follower.wait(lambda: (state_dir / "dry-run.ledger").read_text().count("\nF\t") + 1 >= 15, 5)
+        assert follower.wait(lambda: (state_dir / "dry-run.ledger").read_text().count("amps\t192.0.2.7") >= 15, 5)
         assert follower.stop() == 0 and follower.bans() == []
         appender.append(entries[15:])  # written while nobody follows
         time.sleep(0.2)
@@ -331,5 +387,31 @@ def test_bans_land_in_nft_inside_a_private_namespace(journal_dir, state_dir):
         again = namespace.run(argv, check=False)  # resumes: 19 new failures ban nobody, the ban stays
         assert again.returncode == 0 and "after the saved cursor" in again.stderr, again.stderr
         assert [element["val"] for element in namespace.nft_elements()] == ["192.0.2.7"]
+    finally:
+        namespace.close()
+
+
+def test_flushed_ruleset_is_restored_and_the_refused_entry_retried(journal_dir, state_dir):
+    namespace = Namespace("obj")
+    try:
+        with jf.Appender(journal_dir) as appender:
+            follower = Follower(journal_dir, state_dir, prefix=namespace.command([]), dry_run=False)
+            try:
+                appender.append(jf.failures(20, "192.0.2.7"))
+                assert follower.wait(lambda: namespace.nft_elements(), 3), follower.log()
+                # Right after an upkeep (it rewrites status.json each second), so that the
+                # next one, which would restore the table, comes after the refused ban.
+                status = state_dir / "status.json"
+                written = lambda: status.stat().st_mtime_ns if status.exists() else 0  # noqa: E731
+                before = written()
+                assert follower.wait(lambda: written() != before, 3)
+                namespace.run(["nft", "flush", "ruleset"])
+                appender.append(jf.failures(20, "192.0.2.8"))  # its ban meets a missing table
+                want = ["192.0.2.7", "192.0.2.8"]
+                assert follower.wait(lambda: sorted(e["val"] for e in namespace.nft_elements()) == want, 5), follower.log()
+            finally:
+                assert follower.stop() == 0
+        assert "nft refused a ban, the entry will be tried again" in follower.log()
+        assert "restoring it and every active ban" in follower.log()
     finally:
         namespace.close()

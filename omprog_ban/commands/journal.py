@@ -220,28 +220,33 @@ def main(args) -> int:
         log.error("%s", error)
         return EX_TEMPFAIL
     try:
-        if backend is not None:
-            backend.remember(runtime.ledger.replay(), runtime.clock())
-        try:
-            runtime.start()
-        except NftError as error:
-            log.error("cannot set up table inet %s: %s", config.table, error)
-            return cli.EX_UNAVAILABLE
         try:
             source = Journal(args.directory, [jail.journal for jail in config.jails.values()])
         except OSError as error:
             log.error("cannot open %s: %s", args.directory or "the system journal", error)
             return EX_NOINPUT
-        follower = Follower(runtime, source, CursorFile(runtime.state_dir / ("dry-run.cursor" if args.dry_run else "cursor")),
-                            once=args.once)
-        signal.signal(signal.SIGTERM, follower.stop)
-        signal.signal(signal.SIGINT, follower.stop)
-        start = follower.position()
-        log.info("following %s %s: %d jail(s) %s, table inet %s%s", source.where, start, len(config.jails),
-                 ", ".join(config.jails), config.table, " (dry run)" if args.dry_run else "")
         try:
-            return follower.run()
+            return _follow(runtime, source, backend, args)
         finally:
             source.close()
     finally:
         runtime.close()
+
+
+def _follow(runtime: Runtime, source: Journal, backend: RememberingDryRun | None, args) -> int:
+    if backend is not None:
+        backend.remember(runtime.ledger.replay(), runtime.clock())
+    try:
+        runtime.start()
+    except NftError as error:
+        log.error("cannot set up table inet %s: %s", runtime.config.table, error)
+        return cli.EX_UNAVAILABLE
+    cursors = CursorFile(runtime.state_dir / ("dry-run.cursor" if args.dry_run else "cursor"))
+    follower = Follower(runtime, source, cursors, once=args.once)
+    signal.signal(signal.SIGTERM, follower.stop)
+    signal.signal(signal.SIGINT, follower.stop)
+    start = follower.position()
+    jails = runtime.config.jails
+    log.info("following %s %s: %d jail(s) %s, table inet %s%s", source.where, start, len(jails), ", ".join(jails),
+             runtime.config.table, " (dry run)" if args.dry_run else "")
+    return follower.run()
