@@ -23,6 +23,7 @@ from omprog_ban.grammars import GRAMMARS
 from omprog_ban.ledger import Ledger, Record
 from omprog_ban.model import Ban, Failure, LogLine, canonical
 from omprog_ban.rails import Breaker, Shields
+from omprog_ban.subnets import Subnets
 
 log = logging.getLogger("omprog-ban")
 
@@ -74,6 +75,7 @@ class Pipeline:
         self.counters = {jail.name: Counters() for jail in jails}
         self.breakers = {jail.name: Breaker(jail.max_bans_per_minute) for jail in jails}
         self.shields = Shields(self.config.shields_rate, self.config.shields_factor)
+        self.subnets = Subnets({jail.name: jail.subnet for jail in jails if jail.subnet is not None})
         routes: dict[str, list[Jail]] = {}
         for jail in jails:
             routes.setdefault(jail.grammar, []).append(jail)
@@ -143,6 +145,9 @@ class Pipeline:
                     ban = self.adjust(ban)
                     self.tracker.mark_banned(jail.name, address, ban.until)
                 bans.append(ban)
+                prefix = self.subnets.observe(ban)
+                if prefix is not None:
+                    bans.append(prefix)
         if self.ledger is not None:
             self.ledger.append(records)
             self._remember(line.key)
@@ -208,7 +213,7 @@ class Pipeline:
         for element in self.backend.elements():
             if element.jail in self.config.jails and element.expires is not None:
                 in_kernel.add((element.jail, element.address))
-                self.tracker.mark_banned(element.jail, ipaddress.ip_address(element.address), now + element.expires)
+                self._mark(element.jail, _target(element.address), now + element.expires)
         owed: dict[tuple[str, str], Ban] = {}
         last_key = None
         for record in self.ledger.replay() if self.ledger is not None else ():
@@ -219,14 +224,17 @@ class Pipeline:
             if record.jail not in self.config.jails:
                 continue
             where = (record.jail, record.address)
-            address = ipaddress.ip_address(record.address)
+            try:
+                address = _target(record.address)
+            except ValueError:  # a record torn by a kill, or written by a bug: skip it
+                continue
             if record.kind == "F":
                 ban = self.tracker.record(record.jail, address, record.time)
                 if ban is not None:
                     owed[where] = self.adjust(ban) if self.adjust is not None else ban
             elif record.kind == "B":
                 ban = Ban(record.jail, address, float(record.extra or 0), record.time)
-                self.tracker.mark_banned(record.jail, address, ban.until)
+                self._mark(record.jail, address, ban.until)
                 owed[where] = ban
             elif record.kind == "U":
                 self.tracker.forget(record.jail, address)
@@ -237,17 +245,36 @@ class Pipeline:
                 self.pending.append(Ban(jail, ban.address, ban.until - now, now, ban.failures, "restored"))
         self.compact(now)
 
+    def _mark(self, jail: str, target, until: float) -> None:
+        if isinstance(target, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            self.subnets.mark(jail, target, until)
+        else:
+            self.tracker.mark_banned(jail, target, until)
+
+    def active(self, now: float) -> list[Ban]:
+        """Return every ban still running at ``now``, addresses and prefixes, for the time it has left."""
+        running = list(self.tracker.bans()) + list(self.subnets.bans())
+        return [Ban(jail, target, until - now, now, 0, "restored") for jail, target, until in running if until > now + 1]
+
     def compact(self, now: float) -> None:
         """Rewrite the ledger with only what still matters at ``now``."""
         if self.ledger is None:
             return
         self.tracker.expire(now)
-        records = [Record("B", now, jail, str(address), f"{until - now:g}") for jail, address, until in self.tracker.bans()]
+        self.subnets.expire(now)
+        records = [Record("B", now, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in self.active(now)]
         for jail, address, times in self.tracker.windows():
             records.extend(Record("F", moment, jail, str(address), "") for moment in times)
         if self.last_key:
             records.append(Record("F", now, "-", "-", self.last_key))  # keeps the resend key
         self.ledger.compact(records)
+
+
+def _target(text: str):
+    """Return ledger or kernel text as an address, or a network when it is a prefix."""
+    if "/" in text:
+        return ipaddress.ip_network(text)
+    return ipaddress.ip_address(text)
 
 
 def _trusted(jail: Jail, line: LogLine) -> bool:

@@ -81,16 +81,14 @@ class Runtime:
             if not self.backend.exists():
                 log.warning("table inet %s is gone (ruleset flushed?): restoring it and every active ban", self.config.table)
                 self.backend.ensure(self.config.jails.values(), self.config.max_set_size, self.config.blocklist)
-                self.pipeline.pending.extend(
-                    Ban(jail, address, until - now, now, 0, "restored")
-                    for jail, address, until in self.pipeline.tracker.bans() if until > now + 1
-                )
+                self.pipeline.pending.extend(self.pipeline.active(now))
                 self.restores += 1
             self._flush()
         except NftError as error:
             self.nft_errors += 1
             log.error("nft: %s", error)
         self.pipeline.tracker.expire(now)
+        self.pipeline.subnets.expire(now)
         if self.ledger.size > COMPACT_AT:
             self.pipeline.compact(now)
         self.write_status(now)
