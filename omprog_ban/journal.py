@@ -29,22 +29,22 @@ second, not once an entry:
    next start applies them (``Pipeline.restore``).
 2. The cursor file holds ``cursor``, the last entry whose ``handle`` returned,
    and ``counted``, the pipeline's ``last_key`` at that moment. It is written
-   (``cursor.new``, then rename) at most once a second while entries flow, when
-   the reader runs dry, and at exit; ``dry-run.cursor`` with ``--dry-run``.
+   (``cursor.new``, then rename) at most once a second, and at exit;
+   ``dry-run.cursor`` with ``--dry-run``.
 3. At start, the ledger's last key K (``Pipeline.last_key`` after restore) is
    compared with ``counted``. Different: failures were counted after the cursor
    was written, and every entry up to K was handled (1.), so reading resumes
    just after K. Equal: nothing was counted since, and it resumes after
-   ``cursor``. Entries between the two that had no failures may be handled
-   again, which changes nothing.
+   ``cursor``. Entries past that point that a crashed run had handled carried
+   no failure (K would be later), so handling them again changes nothing.
 4. An entry whose ban nft refused is not passed: it is tried again after a
    pause. Its failures are in the ledger already and its key is K, so the
    pipeline does not count them again; it only applies the owed ban.
 
-Cost: a save (write, rename) takes 0.1 ms here, so once a second is nothing;
-once an entry would cap the follower at about 9,000 entries a second. Like the
-ledger, the file survives the death of the process, not of the host (which
-loses the kernel's sets as well): there is no fsync.
+Cost: a save (write, rename) takes 0.1-0.15 ms here, so once a second is
+nothing. Once an entry, ``--once`` over 100,000 entries took 16.8 s instead of
+1.3 s. Like the ledger, the file survives the death of the process, not of the
+host (which loses the kernel's sets as well): there is no fsync.
 """
 
 from __future__ import annotations

@@ -63,8 +63,9 @@ class Pipeline:
     adjust: Callable[[Ban], Ban] | None = None
     tracker: Tracker = field(init=False)
     pending: list[Ban] = field(default_factory=list)
-    counters: dict[str, Counters] = field(init=False)
+    _counters: dict[str, Counters] = field(init=False)
     own_addresses: tuple = ()
+    lines: int = 0
     last_key: str | None = None
     seen: dict[str, None] = field(default_factory=dict)
     last_time: float = 0.0
@@ -72,7 +73,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         jails = self.config.jails.values()
         self.tracker = Tracker({jail.name: jail.policy for jail in jails}, self.protected())
-        self.counters = {jail.name: Counters() for jail in jails}
+        self._counters = {jail.name: Counters() for jail in jails}
         self.breakers = {jail.name: Breaker(jail.max_bans_per_minute) for jail in jails}
         self.shields = Shields(self.config.shields_rate, self.config.shields_factor)
         self.subnets = Subnets({jail.name: jail.subnet for jail in jails if jail.subnet is not None})
@@ -85,19 +86,25 @@ class Pipeline:
         """Return what is never banned: loopback and the like, ``never_ban``, our own addresses."""
         return rails.ALWAYS + self.config.never_ban + tuple(self.own_addresses)
 
+    @property
+    def counters(self) -> dict[str, Counters]:
+        """Return each jail's counters (every jail sees every line)."""
+        for counters in self._counters.values():
+            counters.lines = self.lines
+        return self._counters
+
     def failures(self, line: LogLine) -> list[tuple[Jail, Failure]]:
         """Return the (jail, failure) pairs that ``line`` counts for."""
+        self.lines += 1
         found = []
         text = line.text
         for grammar, jails in self._routes:
-            for jail in jails:
-                self.counters[jail.name].lines += 1
             if not grammar.mentions(text):
                 continue
             fields = grammar.match(text)
             failure = None if fields is None else grammar.convert(fields, line.received)
             for jail in jails:
-                counters = self.counters[jail.name]
+                counters = self._counters[jail.name]
                 counters.candidates += 1
                 if fields is None:
                     continue
@@ -136,7 +143,7 @@ class Pipeline:
             address = canonical(failure.address)
             if self.ledger is not None:
                 records.append(Record("F", moment, jail.name, str(address), key))
-            self.counters[jail.name].counted += 1
+            self._counters[jail.name].counted += 1
             ban = self.tracker.record(jail.name, address, moment, factor)
             if ban is not None and not self._allowed(ban):
                 continue
@@ -160,7 +167,7 @@ class Pipeline:
 
     def _allowed(self, ban: Ban) -> bool:
         """Ask the jail's circuit breaker; log loudly when it holds a ban back."""
-        counters = self.counters[ban.jail]
+        counters = self._counters[ban.jail]
         allowed = self.breakers[ban.jail].allow(ban.time)
         if not allowed:
             counters.suppressed += 1
@@ -197,7 +204,7 @@ class Pipeline:
         if self.ledger is not None:
             self.ledger.append([Record("B", ban.time, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in bans])
         for ban in bans:
-            self.counters[ban.jail].bans += 1
+            self._counters[ban.jail].bans += 1
             if self.on_ban is not None:
                 self.on_ban(ban)
 

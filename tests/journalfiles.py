@@ -77,7 +77,7 @@ def failures(count: int, address: str = "192.0.2.7", start: float | None = None,
     return [entry(amps_failure(address), start + number * step, **fields) for number in range(count)]
 
 
-def export(entries: Iterable[Mapping[str, str]]) -> bytes:
+def export(entries: Iterable[Mapping[str, str | bytes]]) -> bytes:
     """Return ``entries`` in the journal export format (binary-safe for values with newlines)."""
     out = bytearray()
     for fields in entries:
@@ -91,7 +91,7 @@ def export(entries: Iterable[Mapping[str, str]]) -> bytes:
     return bytes(out)
 
 
-def write(directory: Path, entries: Iterable[Mapping[str, str]], name: str = "test") -> Path:
+def write(directory: Path, entries: Iterable[Mapping[str, str | bytes]], name: str = "test") -> Path:
     """Append ``entries`` to ``directory/NAME.journal`` (created when missing); return its path."""
     path = Path(directory) / f"{name}.journal"
     done = subprocess.run([JOURNAL_REMOTE, f"--output={path}", "-"], input=export(entries), capture_output=True)
@@ -118,7 +118,7 @@ class Appender:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._fd = os.open(self.fifo, os.O_WRONLY)  # blocks until journal-remote opened its end
 
-    def append(self, entries: Iterable[Mapping[str, str]]) -> None:
+    def append(self, entries: Iterable[Mapping[str, str | bytes]]) -> None:
         """Write ``entries``; journal-remote adds each to the file as its blank line arrives."""
         data = export(entries)
         while data:

@@ -79,6 +79,10 @@ def once(journal_dir: Path, state_dir: Path, config: str = "default", *extra: st
     return done
 
 
+def stamp(entry: dict[str, str]) -> float:
+    return int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+
+
 def bans(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
@@ -205,7 +209,7 @@ def test_a_cursor_saved_before_counted_failures_does_not_count_them_twice(tmp_pa
     done = once(journal_dir, state_dir, config)
     found = bans(done.stdout)
     # Counted twice, the 20th count would come at entry 10 (15 + 5 recounted), ten seconds early.
-    assert [(ban["failures"], ban["time"]) for ban in found] == [(20, pytest.approx(float(entries[19]["__REALTIME_TIMESTAMP"]) / 1e6))]
+    assert [(ban["failures"], ban["time"]) for ban in found] == [(20, pytest.approx(stamp(entries[19])))]
     assert "after the last counted entry" in done.stderr
 
 
@@ -261,7 +265,8 @@ def test_a_users_logger_t_named_bans_nobody(tmp_path, journal_dir, state_dir):
                 for _ in range(10)]
     forged = denied("8.8.8.8", _SYSTEMD_UNIT="session-1.scope", _TRANSPORT="syslog", _UID="1000", _COMM="logger",
                     _EXE="/usr/bin/logger")
-    real = denied("198.51.100.53", _SYSTEMD_UNIT="named.service", _TRANSPORT="stdout", _COMM="named", _EXE="/usr/sbin/named")
+    real = denied("198.51.100.53", _SYSTEMD_UNIT="named.service", _TRANSPORT="stdout", _COMM="named",
+                  _EXE="/usr/sbin/named")
     jf.write(journal_dir, forged + real)
     found = bans(once(journal_dir, state_dir, config_file(tmp_path, NAMED_TRUSTED)).stdout)
     assert [(ban["jail"], ban["host"]) for ban in found] == [("named", "198.51.100.53")]
@@ -284,7 +289,8 @@ def test_each_jail_counts_only_what_its_own_match_selects(tmp_path, journal_dir,
 def test_config_the_follower_cannot_serve_exits_78(tmp_path, journal_dir, state_dir, extra, problem):
     body = SLOW_WINDOW + extra if extra else SLOW_WINDOW.split("journal =")[0]
     done = subprocess.run([PROGRAM, "journal", "--once", "--dry-run", "--config", config_file(tmp_path, body),
-                           "--state-dir", str(state_dir), "--directory", str(journal_dir)], capture_output=True, text=True)
+                           "--state-dir", str(state_dir), "--directory", str(journal_dir)],
+                          capture_output=True, text=True)
     assert done.returncode == 78 and problem in done.stderr, done.stderr
 
 
@@ -346,7 +352,7 @@ def test_killed_follower_counts_nothing_twice(tmp_path, journal_dir, state_dir):
         appender.append(entries[15:])
     done = once(journal_dir, state_dir, config)
     found = bans(done.stdout)
-    assert [(ban["failures"], ban["time"]) for ban in found] == [(20, pytest.approx(float(entries[19]["__REALTIME_TIMESTAMP"]) / 1e6))]
+    assert [(ban["failures"], ban["time"]) for ban in found] == [(20, pytest.approx(stamp(entries[19])))]
     assert "after the last counted entry" in done.stderr
 
 
@@ -378,7 +384,8 @@ def test_bans_land_in_nft_inside_a_private_namespace(journal_dir, state_dir):
     jf.write(journal_dir, jf.failures(20, "192.0.2.7"))
     namespace = Namespace("obj")
     try:
-        argv = [PROGRAM, "journal", "--once", "--config", "default", "--state-dir", str(state_dir), "--directory", str(journal_dir)]
+        argv = [PROGRAM, "journal", "--once", "--config", "default", "--state-dir", str(state_dir),
+                "--directory", str(journal_dir)]
         done = namespace.run(argv, check=False)
         assert done.returncode == 0, done.stderr
         assert [element["val"] for element in namespace.nft_elements()] == ["192.0.2.7"]
@@ -392,6 +399,11 @@ def test_bans_land_in_nft_inside_a_private_namespace(journal_dir, state_dir):
 
 
 def test_flushed_ruleset_is_restored_and_the_refused_entry_retried(journal_dir, state_dir):
+    status = state_dir / "status.json"
+
+    def upkeeps() -> int:  # each upkeep (once a second) rewrites status.json
+        return status.stat().st_mtime_ns if status.exists() else 0
+
     namespace = Namespace("obj")
     try:
         with jf.Appender(journal_dir) as appender:
@@ -399,16 +411,15 @@ def test_flushed_ruleset_is_restored_and_the_refused_entry_retried(journal_dir, 
             try:
                 appender.append(jf.failures(20, "192.0.2.7"))
                 assert follower.wait(lambda: namespace.nft_elements(), 3), follower.log()
-                # Right after an upkeep (it rewrites status.json each second), so that the
-                # next one, which would restore the table, comes after the refused ban.
-                status = state_dir / "status.json"
-                written = lambda: status.stat().st_mtime_ns if status.exists() else 0  # noqa: E731
-                before = written()
-                assert follower.wait(lambda: written() != before, 3)
+                # Right after an upkeep, so that the next one (which restores the
+                # table) comes after the ban that meets the missing table.
+                before = upkeeps()
+                assert follower.wait(lambda: upkeeps() != before, 3)
                 namespace.run(["nft", "flush", "ruleset"])
-                appender.append(jf.failures(20, "192.0.2.8"))  # its ban meets a missing table
-                want = ["192.0.2.7", "192.0.2.8"]
-                assert follower.wait(lambda: sorted(e["val"] for e in namespace.nft_elements()) == want, 5), follower.log()
+                appender.append(jf.failures(20, "192.0.2.8"))
+                both = ["192.0.2.7", "192.0.2.8"]
+                assert follower.wait(lambda: sorted(e["val"] for e in namespace.nft_elements()) == both, 5), \
+                    follower.log()
             finally:
                 assert follower.stop() == 0
         assert "nft refused a ban, the entry will be tried again" in follower.log()

@@ -45,8 +45,10 @@ EX_NOINPUT, EX_TEMPFAIL = 66, 75
 
 def add_arguments(parser) -> None:
     """Add journal's options."""
-    parser.add_argument("--directory", metavar="DIR", help="read the journal files in DIR instead of the system journal")
-    parser.add_argument("--dry-run", action="store_true", help="decide but never touch nftables; bans go to stdout as JSON lines")
+    parser.add_argument("--directory", metavar="DIR",
+                        help="read the journal files in DIR instead of the system journal")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="decide but never touch nftables; bans go to stdout as JSON lines")
     parser.add_argument("--once", action="store_true", help="process what is there, save the cursor and exit")
 
 
@@ -93,7 +95,8 @@ class Follower:
                 self.done, self.saved = saved.cursor, saved
                 return "after the saved cursor"
             log.warning("the cursor saved in %s is not in %s (journal wiped, or a state directory from another "
-                        "machine?): starting at the tail, earlier entries are not read", self.cursors.path, self.source.where)
+                        "machine?): starting at the tail, earlier entries are not read",
+                        self.cursors.path, self.source.where)
             self.done = self.source.seek_tail()
             return "from the tail"
         if self.once:
@@ -206,7 +209,8 @@ def journal_config(config: Config) -> Config:
                             "with _ (_SYSTEMD_UNIT, _EXE, _UID, _TRANSPORT) cannot be forged", name, field)
         fed[name] = dataclasses.replace(jail, trusted={**jail.journal, **jail.trusted})
     if not fed:
-        raise ConfigError("jails", "no jail has a journal match", 'add journal = { SYSLOG_IDENTIFIER = "..." } to a jail')
+        raise ConfigError("jails", "no jail has a journal match",
+                          'add journal = { SYSLOG_IDENTIFIER = "..." } to a jail')
     return dataclasses.replace(config, jails=fed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -36,13 +37,17 @@ class Grammar:
     convert: Convert
     compiled: Compiled | None = field(init=False, repr=False, compare=False)
 
+    _mentions: Callable = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
+        # All keywords in one compiled alternation: one C-level scan per line.
+        object.__setattr__(self, "_mentions", re.compile("|".join(map(re.escape, self.keywords))).search)
         self.element.parse_with_tabs()  # a tab is data (a client may put one in a name), not 8 spaces
         object.__setattr__(self, "compiled", compile_element(self.element))
 
     def mentions(self, text: str) -> bool:
         """Return True when ``text`` holds one of the keywords, so it is worth parsing."""
-        return any(keyword in text for keyword in self.keywords)
+        return self._mentions(text) is not None
 
     def parse(self, text: str, now: float) -> Failure | None:
         """Return the Failure ``text`` records, or None; never raise on bad input.
