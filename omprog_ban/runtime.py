@@ -68,6 +68,8 @@ class Runtime:
     def start(self) -> None:
         """Create the table and sets, restore state, apply owed bans; raise NftError if nft refuses."""
         self.backend.ensure(self.config.jails.values(), self.config.max_set_size, self.config.blocklist)
+        if isinstance(self.backend, DryRun):  # a dry run's "kernel" is what its ledger shows applied
+            self.backend.remember(self.ledger.replay(), self.clock())
         self.pipeline.restore(self.clock())
         self._flush()
 

@@ -285,7 +285,7 @@ def test_each_jail_counts_only_what_its_own_match_selects(tmp_path, journal_dir,
 @pytest.mark.parametrize("extra, problem", [
     ('trusted = { SYSLOG_IDENTIFIER = "named" }\n', "jails.amps.trusted.SYSLOG_IDENTIFIER: contradicts journal"),
     ("", "no jail has a journal match"),
-])
+], ids=["trusted-contradicts-journal", "no-journal-jail"])
 def test_config_the_follower_cannot_serve_exits_78(tmp_path, journal_dir, state_dir, extra, problem):
     body = SLOW_WINDOW + extra if extra else SLOW_WINDOW.split("journal =")[0]
     done = subprocess.run([PROGRAM, "journal", "--once", "--dry-run", "--config", config_file(tmp_path, body),

@@ -45,10 +45,10 @@ def test_each_service_bans_the_client_it_names_and_nobody_else(rsyslog):
     spam = [f'example.org:443 192.0.2.20 - - [{clf}] "POST /wiki/edit HTTP/1.1" 403 512 "-" "Mozilla/5.0"' for _ in range(5)]
     bots = [f'192.0.2.21 - - [{clf}] "GET /feed/{i} HTTP/1.1" 200 512 "-" "Friendica \'The Tazmans Lion\' 2019.06"' for i in range(30)]
     rsyslog.write("apache-access.log", spam + bots)
-    rsyslog.logger("elgg(web.example.com)", [f"Authentication failure for admin from 198.51.100.66 from 192.0.2.30" for _ in range(5)])
+    rsyslog.logger("elgg(web.example.com)", ["Authentication failure for admin from 198.51.100.66 from 192.0.2.30" for _ in range(5)])
     rsyslog.logger("named", [f"client @0x7f0000001 192.0.2.40#{4000 + i} (evil.example): query (cache) 'evil.example/ANY/IN' denied"
                              for i in range(10)])
-    rsyslog.logger("named", [f"client @0x7f0000001 192.0.2.41#53 (198.51.100.66#53.evil.example): query 'x/A/IN' denied" for i in range(10)])
+    rsyslog.logger("named", ["client @0x7f0000001 192.0.2.41#53 (198.51.100.66#53.evil.example): query 'x/A/IN' denied" for i in range(10)])
     expected = {
         "apache_404_v4": {"192.0.2.10"},
         "apache_post_spam_v4": {"192.0.2.20"},

@@ -23,13 +23,12 @@ import logging
 import signal
 import sys
 import time
-from typing import Callable, Iterable
+from typing import Callable
 
 from omprog_ban import cli
 from omprog_ban.config import Config, ConfigError
 from omprog_ban.journal import CursorFile, Journal, Saved
-from omprog_ban.ledger import Record
-from omprog_ban.nft import DryRun, Element, NftError
+from omprog_ban.nft import DryRun, NftError
 from omprog_ban.runtime import LockedError, Runtime
 
 NAME = "journal"
@@ -166,33 +165,6 @@ class Follower:
         self.saved, self.saved_at = saved, self.monotonic()
 
 
-class RememberingDryRun(DryRun):
-    """``nft.DryRun`` that remembers the bans it printed, from the dry-run ledger.
-
-    DryRun alone tells ``restore`` that nothing is banned, so every restart would
-    print the running bans again; this one answers like a kernel that kept them.
-    """
-
-    def __init__(self, stream) -> None:
-        super().__init__(stream)
-        self.running: dict[tuple[str, str], float] = {}
-        self.now = 0.0
-
-    def remember(self, records: Iterable[Record], now: float) -> None:
-        """Take the running bans from ledger records (B adds, U removes) as of ``now``."""
-        for record in records:
-            if record.kind == "B":
-                self.running[(record.jail, record.address)] = record.time + float(record.extra or 0)
-            elif record.kind == "U":
-                self.running.pop((record.jail, record.address), None)
-        self.now = now
-
-    def elements(self) -> list[Element]:
-        """Return the remembered bans that still run."""
-        return [Element(jail, address, until - self.now, None)
-                for (jail, address), until in self.running.items() if until > self.now]
-
-
 def journal_config(config: Config) -> Config:
     """Return ``config`` with only the jails the journal feeds, each requiring its own match."""
     fed = {}
@@ -217,7 +189,7 @@ def journal_config(config: Config) -> Config:
 def main(args) -> int:
     """Follow until SIGTERM (with --once: until the journal runs dry)."""
     config = journal_config(cli.load_config(args))
-    backend = RememberingDryRun(sys.stdout) if args.dry_run else None
+    backend = DryRun(sys.stdout) if args.dry_run else None
     try:
         runtime = Runtime(config, dry_run=args.dry_run, backend=backend)
     except LockedError as error:
@@ -230,16 +202,14 @@ def main(args) -> int:
             log.error("cannot open %s: %s", args.directory or "the system journal", error)
             return EX_NOINPUT
         try:
-            return _follow(runtime, source, backend, args)
+            return _follow(runtime, source, args)
         finally:
             source.close()
     finally:
         runtime.close()
 
 
-def _follow(runtime: Runtime, source: Journal, backend: RememberingDryRun | None, args) -> int:
-    if backend is not None:
-        backend.remember(runtime.ledger.replay(), runtime.clock())
+def _follow(runtime: Runtime, source: Journal, args) -> int:
     try:
         runtime.start()
     except NftError as error:
