@@ -37,9 +37,10 @@ second, not once an entry:
    just after K. Equal: nothing was counted since, and it resumes after
    ``cursor``. Entries past that point that a crashed run had handled carried
    no failure (K would be later), so handling them again changes nothing.
-4. An entry whose ban nft refused is not passed: it is tried again after a
-   pause. Its failures are in the ledger already and its key is K, so the
-   pipeline does not count them again; it only applies the owed ban.
+4. Bans wait in the pipeline's ``pending`` until the reader is drained (or
+   1,024 entries were counted): then one nft transaction applies them all.
+   A batch nft refuses is tried again after a pause, and the cursor is not
+   saved while a ban is pending; a crash meanwhile leaves the bans owed (1.).
 
 Cost: a save (write, rename) takes 0.1-0.15 ms here, so once a second is
 nothing. Once an entry, ``--once`` over 100,000 entries took 16.8 s instead of

@@ -422,7 +422,7 @@ def test_flushed_ruleset_is_restored_and_the_refused_entry_retried(journal_dir, 
                     follower.log()
             finally:
                 assert follower.stop() == 0
-        assert "nft refused a ban, the entry will be tried again" in follower.log()
+        assert "nft refused a ban, it will be tried again" in follower.log()
         assert "restoring it and every active ban" in follower.log()
     finally:
         namespace.close()

@@ -38,7 +38,8 @@ UPKEEP = 1.0  # seconds between runtime.maintain() calls
 SAVE_EVERY = 1.0  # seconds between cursor writes while entries flow
 WAIT = 0.25  # longest wait for the journal: a signal is only seen when sd_journal_wait() returns
 RETRY_PAUSE = 1.0  # seconds before an entry whose ban nft refused is tried again
-ONCE_ATTEMPTS = 5  # with --once, give up (exit 69) after this many refusals
+ONCE_ATTEMPTS = 5
+BATCH = 1024  # entries counted before their bans go to the kernel in one transaction, at most  # with --once, give up (exit 69) after this many refusals
 EX_NOINPUT, EX_TEMPFAIL = 66, 75
 
 
@@ -110,6 +111,7 @@ class Follower:
         upkeep = self.monotonic() + UPKEEP
         try:
             self._save(force=True)
+            batch = 0
             while not self.stopping:
                 line = self.source.next()
                 if line is not None:
@@ -117,8 +119,14 @@ class Follower:
                         code = 0 if self.stopping else cli.EX_UNAVAILABLE
                         break
                     self.latest = line.received
+                    batch += 1
                 else:
                     self.latest = None
+                if line is None or batch >= BATCH:  # drained, or a flood: one nft transaction for the lot
+                    batch = 0
+                    if not self._apply(self.runtime.pipeline.flush):
+                        code = 0 if self.stopping else cli.EX_UNAVAILABLE
+                        break
                 self._save()
                 if self.monotonic() >= upkeep:
                     self._maintain()
@@ -132,23 +140,29 @@ class Follower:
         return code
 
     def _handle(self, line) -> bool:
-        """Handle one entry, retrying while nft refuses; return False when giving up."""
+        """Count one entry (its bans wait for the batch's flush); return False when giving up."""
+        if not self._apply(lambda: self.runtime.pipeline.handle(line, defer=True)):
+            return False
+        self.done = line.key
+        return True
+
+    def _apply(self, action: Callable[[], object]) -> bool:
+        """Run ``action``, retrying while nft refuses; return False when giving up."""
         attempts = 0
         while True:
             try:
-                self.runtime.pipeline.handle(line)
+                action()
             except NftError as error:
                 attempts += 1
                 self.runtime.nft_errors += 1
-                log.error("nft refused a ban, the entry will be tried again: %s", error)
+                log.error("nft refused a ban, it will be tried again: %s", error)
                 if self.stopping or (self.once and attempts >= ONCE_ATTEMPTS):
                     return False
                 self.sleep(RETRY_PAUSE)
                 self._maintain()  # restores a vanished table
                 continue
             except Exception:  # a bug must not stop the follower; the entry is logged and passed
-                log.exception("could not process an entry, passed over: %r", line.text[:200])
-            self.done = line.key
+                log.exception("could not process a journal entry, passed over")
             return True
 
     def _maintain(self) -> None:
@@ -156,7 +170,7 @@ class Follower:
         self.runtime.maintain(wall if self.latest is None else min(wall, self.latest))
 
     def _save(self, force: bool = False) -> None:
-        if self.done is None:
+        if self.done is None or self.runtime.pipeline.pending:  # a cursor never passes an unapplied ban
             return
         saved = Saved(self.done, self.runtime.pipeline.last_key)
         if saved == self.saved or (not force and self.monotonic() - self.saved_at < SAVE_EVERY):
