@@ -104,3 +104,17 @@ def test_capacity_evicts_the_quietest_address_first():
 
 def test_address_keys_fold_mapped_ipv4():
     assert address_key(A) == address_key(MAPPED) != address_key(V6)
+
+
+def test_a_million_distinct_addresses_stay_bounded_and_cannot_hide_an_attacker():
+    tracker = Tracker({"j": Policy(maxretry=20, findtime=3600, bantime=60, capacity=200_000)})
+    attacker = ipaddress.ip_address("203.0.113.66")
+    bans = []
+    for n in range(1_000_000):
+        tracker.record("j", ipaddress.IPv4Address(0x0A000000 + n), 1000 + n * 0.001)
+        if n % 40_000 == 0:  # the attacker keeps failing, a flood of fresh addresses around him
+            ban = tracker.record("j", attacker, 1000 + n * 0.001)
+            bans += [ban] if ban else []
+        assert tracker.tracked() <= 200_000 if n % 100_000 == 0 else True
+    assert tracker.tracked() <= 200_000
+    assert [str(b.address) for b in bans] == ["203.0.113.66"]
