@@ -7,6 +7,7 @@ carries a new address, so every message is a ban. The child answers OK only
 once the kernel accepted the element, so write -> OK is the ban latency. The
 messages are paced at 1,000 a second (message i is not written before
 t0 + i/1000); a late reply delays the next one, as it would in rsyslog.
+Driver and child share CPU 1, as rsyslogd and its child do under ``taskset -c 1``.
 
 ``python -m bench.latency [--bans N]``
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from bench.generate import distinct_addresses
 from bench.table import Row, count, figure, rate, render
-from bench.workspace import HERE, ONE_STRIKE, TABLE, Child, amps_message, run_argv, write_config
+from bench.workspace import HERE, ONE_STRIKE, TABLE, Child, amps_message, pinned, run_argv, write_config
 from tests.lab import Namespace
 
 RATE = 1000.0
@@ -43,25 +44,28 @@ def measure(workdir: Path, bans: int, seed: int = 7) -> tuple[list[float], float
     config = write_config(workdir / "omprog-ban.toml", workdir / "state", ("none",), ONE_STRIKE)
     messages = [amps_message(address, serial) for serial, address in enumerate(distinct_addresses(bans, seed))]
     namespace = Namespace("obl")
-    child = Child(namespace.command(run_argv(config)), workdir / "omprog-ban.log")
+    child = None
     try:
-        if child.reply() != "OK":
-            raise RuntimeError(f"omprog-ban run did not start; see {workdir / 'omprog-ban.log'}")
-        latencies = []
-        start = time.perf_counter()
-        for serial, message in enumerate(messages):
-            delay = start + serial / RATE - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent = time.perf_counter()
-            reply = child.send(message)
-            latencies.append(time.perf_counter() - sent)
-            if reply != "OK":
-                raise RuntimeError(f"message {serial} answered {reply!r}")
-        elapsed = time.perf_counter() - start
+        with pinned():
+            child = Child(namespace.command(run_argv(config)), workdir / "omprog-ban.log")
+            if child.reply() != "OK":
+                raise RuntimeError(f"omprog-ban run did not start; see {workdir / 'omprog-ban.log'}")
+            latencies = []
+            start = time.perf_counter()
+            for serial, message in enumerate(messages):
+                delay = start + serial / RATE - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                sent = time.perf_counter()
+                reply = child.send(message)
+                latencies.append(time.perf_counter() - sent)
+                if reply != "OK":
+                    raise RuntimeError(f"message {serial} answered {reply!r}")
+            elapsed = time.perf_counter() - start
         return latencies, elapsed, in_kernel(namespace)
     finally:
-        child.close()
+        if child is not None:
+            child.close()
         namespace.close()
 
 

@@ -9,21 +9,9 @@ import tomllib
 import pytest
 
 from omprog_ban import config
+from tests.lab import SEED_AMPS
 
-GOOD = """
-[nft]
-table = "omprog_ban"
-[defaults]
-ignoreip = ["127.0.0.0/8", "::1"]
-[jails.amps]
-grammar = "amps"
-rules = ["auth", "name-in-use"]
-maxretry = 20
-findtime = "10s"
-bantime = "2m"
-ports = [9007]
-protocol = "tcp"
-"""
+GOOD = '[nft]\ntable = "omprog_ban"\n' + SEED_AMPS
 
 
 def load(text: str) -> config.Config:

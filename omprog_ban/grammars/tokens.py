@@ -129,18 +129,17 @@ def named_seconds(text: str) -> float | None:
     """Return BIND's file-channel stamp (``13-Aug-2013 12:40:37.123``) as epoch seconds."""
     date, clock = text.split()
     day, month, year = date.split("-")
-    whole, _, fraction = clock.partition(".")
-    hour, minute, second = map(int, whole.split(":"))
-    try:
-        moment = datetime(int(year), MONTHS[month], int(day), hour, minute, second)
-    except ValueError:
-        return None
-    return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
+    return _local_seconds(year, month, day, clock)
 
 
 def apache_seconds(text: str) -> float | None:
     """Return Apache's error-log stamp (``Sun Nov 05 09:34:27.123456 2017``, local) as epoch seconds."""
     _weekday, month, day, clock, year = text.split()
+    return _local_seconds(year, month, day, clock)
+
+
+def _local_seconds(year: str, month: str, day: str, clock: str) -> float | None:
+    """Return a local date and ``HH:MM:SS[.fraction]`` as epoch seconds; None for a date that does not exist."""
     whole, _, fraction = clock.partition(".")
     hour, minute, second = map(int, whole.split(":"))
     try:
