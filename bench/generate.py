@@ -88,11 +88,13 @@ def _benign(rng: Random, mix: Mix) -> Iterator[tuple[float, bool, str]]:
 
 
 def _attacks(rng: Random, mix: Mix) -> Iterator[tuple[float, bool, str]]:
+    serial = iter(range(1 << 62))  # breaks ties between attackers due at the same moment
+
     def newcomer(moment: float) -> list:
+        """Return [next moment, serial, failures left, address] of an attacker that starts after a pause."""
         address = random_address(rng, mix.ranges[1] if rng.random() < mix.v6_share else mix.ranges[0])
         return [moment + rng.expovariate(1 / mix.pause), next(serial), rng.randint(*mix.burst), address]
 
-    serial = iter(range(1 << 62))
     active = [newcomer(START) for _ in range(mix.attackers)]
     heapq.heapify(active)
     while True:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from bench import generate
-from bench.table import Row, count, rate, render
+from bench.table import Row, count, figure, render
 from bench.workspace import HERE, TABLE, write_config
 from omprog_ban.ledger import Ledger
 from tests.lab import PROGRAM, Namespace, Rsyslog, wait_for
@@ -135,6 +135,8 @@ def omprog_ban(workdir: Path, lines: list[str], timeout: float) -> tuple[float, 
         return sum(jail["lines"] for jail in status["jails"].values()) >= len(lines)
 
     _, banned = _run(workdir, lines, None, done, timeout)
+    if not first:
+        raise RuntimeError(f"omprog-ban's ledger in {state} recorded no failure")
     last = max(record.time for record in _records(state / "ledger")[-100:])
     return (len(lines) - 1) / (last - first[0]), banned
 
@@ -156,8 +158,8 @@ def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
     timeout = 60 + lines / 2000
     reference = ok_only(workdir / "rsyslog-ok", text, timeout)
     ours, banned = omprog_ban(workdir / "rsyslog-omprog-ban", text, timeout)
-    return [Row("rsyslog", "imfile -> omprog, taskset -c 1", count(lines), rate(ours, 1),
-                f"OK-only child {rate(reference, 1)}", ours / reference, f"{count(banned)} bans in nft")]
+    return [Row("rsyslog", "imfile -> omprog, taskset -c 1", count(lines), f"{figure(ours)} lines/s",
+                f"OK-only child {figure(reference)} lines/s", ours / reference, f"{count(banned)} bans in nft")]
 
 
 def main() -> None:
