@@ -73,6 +73,11 @@ class Jail:
     max_bans_per_minute: int = 0
 
     @property
+    def filtered(self) -> bool:
+        """Return True when failures must pass ``when``, ``unless`` or ``trusted`` to count."""
+        return bool(self.when or self.unless or self.trusted)
+
+    @property
     def policy(self) -> Policy:
         """Return the engine's view of this jail."""
         return Policy(self.maxretry, self.findtime, self.bantime, self.ignoreip)

@@ -107,13 +107,18 @@ class Nft:
         self.run(commands)
 
     def exists(self) -> bool:
-        """Return True when the table and every jail's rule are in the kernel."""
+        """Return True when omprog-ban's table and chain are in the kernel.
+
+        ``list chains`` reads no set elements, so the check stays under a
+        millisecond with 100,000 bans (``list chain`` would load them all, ~0.3 s).
+        A flushed ruleset or a deleted table is what it catches.
+        """
         try:
-            output = self.run([{"list": {"chain": {"family": "inet", "table": self.table, "name": CHAIN}}}])
+            output = self.run([{"list": {"chains": {"family": "inet"}}}])
         except NftError:
             return False
-        rules = [item["rule"] for item in output.get("nftables", []) if "rule" in item]
-        return len(rules) >= 2 * (len(self._jails) + 1)
+        return any(item.get("chain", {}).get("table") == self.table and item["chain"].get("name") == CHAIN
+                   for item in output.get("nftables", []))
 
     def ban(self, bans: Sequence[Ban]) -> None:
         """Add every ban as a set element with its timeout, all in one transaction."""

@@ -113,7 +113,7 @@ class Pipeline:
                     continue
                 counters.matched += 1
                 counters.last_match = line.received
-                if jail.counts(failure.rule, failure.fields) and _trusted(jail, line):
+                if failure.rule in jail.rules and (not jail.filtered or (jail.counts(failure.rule, failure.fields) and _trusted(jail, line))):
                     found.append((jail, failure))
         return found
 

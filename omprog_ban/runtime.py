@@ -27,7 +27,8 @@ from omprog_ban.nft import DryRun, Nft, NftError
 from omprog_ban.pipeline import Pipeline
 
 log = logging.getLogger("omprog-ban")
-COMPACT_AT = 16 << 20  # bytes of ledger before it is rewritten
+COMPACT_AT = 16 << 20
+LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval  # bytes of ledger before it is rewritten
 
 
 class LockedError(Exception):
@@ -64,6 +65,7 @@ class Runtime:
         self.ledger = ledger
         self.nft_errors = 0
         self.restores = 0
+        self._logged = self._unlogged = 0
 
     def start(self) -> None:
         """Create the table and sets, restore state, apply owed bans; raise NftError if nft refuses."""
@@ -75,6 +77,9 @@ class Runtime:
 
     def maintain(self, now: float) -> None:
         """Between messages: restore a vanished table, expire state, compact, publish status."""
+        if self._unlogged:
+            log.info("%d more bans since the last upkeep, not logged one by one (omprog-ban list, report)", self._unlogged)
+        self._logged = self._unlogged = 0
         if now - self._addresses_checked > 60:  # the host's own addresses may change (DHCP, SLAAC)
             self._addresses_checked = now
             self.pipeline.own_addresses = self.own_addresses()
@@ -104,7 +109,13 @@ class Runtime:
             log.error("nft refused owed bans, will retry: %s", error)
 
     def _banned(self, ban: Ban) -> None:
-        log.info("ban %s in jail %s for %gs (%s)", ban.address, ban.jail, ban.bantime, ban.reason)
+        # One line per ban, up to LOGGED_BANS per upkeep interval; then a count in the
+        # next upkeep: a flood must not turn into a flood of log lines.
+        if self._logged < LOGGED_BANS:
+            self._logged += 1
+            log.info("ban %s in jail %s for %gs (%s)", ban.address, ban.jail, ban.bantime, ban.reason)
+        else:
+            self._unlogged += 1
         if ban.reason != "restored":  # a re-applied ban is already in the history
             self.history.record(ban)
 

@@ -125,6 +125,23 @@ def syslog_seconds(text: str, now: float) -> float | None:
     return None
 
 
+def _memoised(convert):
+    """Remember ``convert``'s answers by stamp text (bounded): a flood's lines share their seconds."""
+    memo: dict = {}
+
+    def remembered(text: str):
+        found = memo.get(text, _UNKNOWN)
+        if found is _UNKNOWN:
+            if len(memo) >= MEMO:
+                memo.clear()
+            found = memo[text] = convert(text)
+        return found
+
+    remembered.__doc__, remembered.__name__ = convert.__doc__, convert.__name__
+    return remembered
+
+
+@_memoised
 def named_seconds(text: str) -> float | None:
     """Return BIND's file-channel stamp (``13-Aug-2013 12:40:37.123``) as epoch seconds."""
     date, clock = text.split()
@@ -132,6 +149,7 @@ def named_seconds(text: str) -> float | None:
     return _local_seconds(year, month, day, clock)
 
 
+@_memoised
 def apache_seconds(text: str) -> float | None:
     """Return Apache's error-log stamp (``Sun Nov 05 09:34:27.123456 2017``, local) as epoch seconds."""
     _weekday, month, day, clock, year = text.split()
@@ -149,6 +167,7 @@ def _local_seconds(year: str, month: str, day: str, clock: str) -> float | None:
     return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
 
 
+@_memoised
 def clf_seconds(text: str) -> float | None:
     """Return a common-log-format stamp (``04/Jul/2019:08:07:22 +0200``) as epoch seconds."""
     day, month, rest = text.split("/", 2)
