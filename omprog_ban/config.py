@@ -22,6 +22,7 @@ from omprog_ban.model import Network
 
 DEFAULT_PATH = "/etc/omprog-ban.toml"
 DEFAULT_STATE_DIR = "/var/lib/omprog-ban"
+MAX_SET_SIZE = 262144  # elements per set: a flood of 100,000 fresh addresses fits, with room
 ConfigError = v.ConfigError
 
 JAIL_KEYS = {
@@ -101,7 +102,7 @@ class Config:
     never_ban: tuple[Network, ...] = ()
     blocklist: tuple[Network, ...] = ()
     history_retention: float = 90 * 86400
-    max_set_size: int = 65536
+    max_set_size: int = 262144
     shields_rate: float = 0.0
     shields_factor: float = 1.0
     source: str = ""
@@ -129,7 +130,7 @@ def parse(data: dict[str, Any], source: str = "", state_dir: str | None = None) 
     nft = v.table(data, "nft", "")
     v.known_keys(nft, {"table", "max_set_size"}, "nft")
     table = v.identifier(nft.get("table", "omprog_ban"), "nft.table")
-    max_set_size = v.integer(nft.get("max_set_size", 65536), "nft.max_set_size", 1, 10_000_000)
+    max_set_size = v.integer(nft.get("max_set_size", MAX_SET_SIZE), "nft.max_set_size", 1, 10_000_000)
     defaults = v.table(data, "defaults", "")
     v.known_keys(defaults, JAIL_KEYS - {"grammar", "set"}, "defaults")
     v.networks(defaults.get("ignoreip", []), "defaults.ignoreip")

@@ -99,7 +99,8 @@ class Tracker:
         if _reached(times, maxretry, policy.findtime):
             state.banned[key] = now + policy.bantime
             count = len(times) if isinstance(times, list) else 1
-            return Ban(jail, key_address(key), policy.bantime, now, count, f"{count} failures")
+            return Ban(jail, key_address(key) if address.version == 6 and key >> 32 == 0xFFFF else address,
+                       policy.bantime, now, count, f"{count} failures")
         state.windows[key] = times  # re-inserted last: dict order is least recent first
         if len(state.windows) > policy.capacity:
             _evict(state.windows, policy.capacity)

@@ -81,7 +81,7 @@ class Nft:
             raise NftError((error or f"nft returned {rc}").strip())
         return output or {}
 
-    def ensure(self, jails: Iterable[Jail], max_set_size: int = 65536, blocklist: Sequence[Network] = ()) -> None:
+    def ensure(self, jails: Iterable[Jail], max_set_size: int = 262144, blocklist: Sequence[Network] = ()) -> None:
         """Create the table, sets and rules; keep existing elements; never duplicate rules."""
         self.adopt(jails)
         family_table = {"family": "inet", "table": self.table}

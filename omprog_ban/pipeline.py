@@ -22,11 +22,13 @@ from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
 from omprog_ban.ledger import Ledger, Record
 from omprog_ban.model import Ban, Failure, LogLine, canonical
+from omprog_ban.nft import NftError
 from omprog_ban.rails import Breaker, Shields
 from omprog_ban.subnets import Subnets
 
 log = logging.getLogger("omprog-ban")
 
+CHUNK = 8192  # elements per nft transaction: larger batches can overrun netlink's buffer (ENOBUFS)
 SEEN = 65536  # delivery keys remembered: more than any batch rsyslog can resend
 
 
@@ -149,8 +151,10 @@ class Pipeline:
                 continue
             if ban is not None:
                 if self.adjust is not None:
-                    ban = self.adjust(ban)
-                    self.tracker.mark_banned(jail.name, address, ban.until)
+                    adjusted = self.adjust(ban)
+                    if adjusted is not ban:  # a longer ban for a repeat offender
+                        ban = adjusted
+                        self.tracker.mark_banned(jail.name, address, ban.until)
                 bans.append(ban)
                 prefix = self.subnets.observe(ban)
                 if prefix is not None:
@@ -195,12 +199,36 @@ class Pipeline:
             self.last_key = None
 
     def flush(self) -> None:
-        """Apply the pending bans in one transaction; raise NftError and keep them on failure."""
+        """Apply the pending bans; raise NftError and keep what the kernel refused.
+
+        All of them go in one transaction (up to CHUNK elements each). When nft
+        refuses, each jail's bans are tried on their own, so one full set does
+        not hold back the other jails; whatever is still refused stays pending.
+        """
         if not self.pending:
             return
-        bans = self.pending
-        self.backend.ban(bans)
-        self.pending = []
+        bans, self.pending = self.pending, []
+        try:
+            for start in range(0, len(bans), CHUNK):
+                self.backend.ban(bans[start:start + CHUNK])
+                self._applied(bans[start:start + CHUNK])
+            return
+        except NftError as error:
+            refused: list[Ban] = []
+            by_jail: dict[str, list[Ban]] = {}
+            for ban in bans[start:]:
+                by_jail.setdefault(ban.jail, []).append(ban)
+            for group in by_jail.values():
+                try:
+                    self.backend.ban(group)
+                    self._applied(group)
+                except NftError:
+                    refused.extend(group)
+            self.pending = refused + self.pending
+            if refused:
+                raise error
+
+    def _applied(self, bans: list[Ban]) -> None:
         if self.ledger is not None:
             self.ledger.append([Record("B", ban.time, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in bans])
         for ban in bans:

@@ -15,17 +15,16 @@ from tests.lab import amps_line
 
 
 class FlakyBackend(DryRun):
-    """A backend that refuses the first ``failures`` transactions, like a full set would."""
+    """A backend that refuses every transaction while ``refusing`` (``failures`` > 0), as a full set would."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
-        self.failures = failures
+        self.refusing = bool(failures)
         self.applied = []
 
     def ban(self, bans):
-        if self.failures:
-            self.failures -= 1
-            raise NftError("Could not process rule: No space left on device")
+        if self.refusing:
+            raise NftError("Could not process rule: Too many open files in system")
         self.applied.extend(bans)
 
 
@@ -41,6 +40,7 @@ def test_nft_error_keeps_the_ban_pending_and_the_resend_is_not_counted(tmp_path)
     with pytest.raises(NftError):
         pipeline.handle(line("192.0.2.1", 19, "u19"))
     assert backend.applied == [] and len(pipeline.pending) == 1
+    backend.refusing = False  # room again (a ban expired)
     pipeline.handle(line("192.0.2.1", 19, "u19"))  # rsyslog resends the same message
     assert [str(b.address) for b in backend.applied] == ["192.0.2.1"]
     assert pipeline.counters["amps"].counted == 20 and pipeline.counters["amps"].bans == 1
@@ -94,3 +94,40 @@ def test_compaction_keeps_windows_and_bans(tmp_path):
     for port in range(15, 20):
         again.handle(line("192.0.2.4", port))
     assert ipaddress.ip_address("192.0.2.4") in [b.address for b in backend.applied]
+
+
+class OneFullSet(FlakyBackend):
+    """A backend whose set for jail ``full`` refuses everything, like a set that is full."""
+
+    def __init__(self, full: str) -> None:
+        super().__init__(0)
+        self.full = full
+
+    def ban(self, bans):
+        if any(ban.jail == self.full for ban in bans):
+            raise NftError("Could not process rule: Too many open files in system")
+        self.applied.extend(bans)
+
+
+def test_one_full_set_does_not_hold_back_the_other_jails(tmp_path):
+    import tomllib
+
+    text = """
+[jails.a]
+grammar = "amps"
+maxretry = 1
+rules = ["auth"]
+[jails.b]
+grammar = "amps"
+maxretry = 1
+rules = ["name-in-use"]
+"""
+    backend = OneFullSet("a")
+    pipeline = Pipeline(config.parse(tomllib.loads(text)), backend, Ledger(tmp_path / "ledger"))
+    with pytest.raises(NftError):  # the auth failure bans in a (full) ...
+        pipeline.handle(LogLine(amps_line("192.0.2.1", "auth"), 1000.0, "u1"))
+    pipeline.handle(LogLine(amps_line("192.0.2.2", "name in use"), 1001.0, "u2"), defer=True)
+    with pytest.raises(NftError):  # ... and b's ban still lands, while a's waits
+        pipeline.flush()
+    assert [(b.jail, str(b.address)) for b in backend.applied] == [("b", "192.0.2.2")]
+    assert [(b.jail, str(b.address)) for b in pipeline.pending] == [("a", "192.0.2.1")]
