@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import flood, latency, memory, replay, rsyslog
+from bench import flood, latency, ledger, memory, replay, rsyslog
 from bench.table import Row, render
 from bench.workspace import HERE
 
@@ -33,10 +33,11 @@ class Sizes:
     latency_bans: int
     flood_addresses: int
     memory_addresses: int
+    ledger_records: int
 
 
-FULL = Sizes(100_000, 200_000, 10_000, 100_000, 1_000_000)
-SMOKE = Sizes(2_000, 2_000, 200, 2_000, 20_000)
+FULL = Sizes(100_000, 200_000, 10_000, 100_000, 1_000_000, 200_000)
+SMOKE = Sizes(2_000, 2_000, 200, 2_000, 20_000, 2_000)
 
 
 def machine() -> str:
@@ -72,6 +73,7 @@ def main() -> int:
         ("latency", lambda: latency.run(args.out, sizes.latency_bans, args.seed)),
         ("flood", lambda: flood.run(args.out, sizes.flood_addresses, args.seed)),
         ("memory", lambda: memory.run(args.out, sizes.memory_addresses)),
+        ("ledger", lambda: ledger.run(args.out, sizes.ledger_records)),
     ]
     rows: list[Row] = []
     started = time.monotonic()
