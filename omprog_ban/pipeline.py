@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from omprog_ban import rails
+from omprog_ban import rails, recovery
 from omprog_ban.config import Config, Jail
 from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
@@ -49,7 +48,7 @@ class Counters:
 
 @dataclass
 class Pipeline:
-    """Turn LogLines into applied bans. ``backend`` is ``nft.Nft`` or ``nft.DryRun``.
+    """Turn LogLines into applied bans. ``backend`` is ``nft.Nft`` or ``dryrun.DryRun``.
 
     ``log_time``: decide on the log's own timestamps (replay) instead of the time
     the line was received (live). ``on_ban`` is told of every applied ban.
@@ -161,7 +160,7 @@ class Pipeline:
                     bans.append(prefix)
         if self.ledger is not None:
             self.ledger.append(records)
-            self._remember(line.key)
+            self.remember(line.key)
         self.last_key = key
         self.pending.extend(bans)
         if not defer:
@@ -184,7 +183,8 @@ class Pipeline:
         counters.tripped = not allowed
         return allowed
 
-    def _remember(self, key: str | None) -> None:
+    def remember(self, key: str | None) -> None:
+        """Note a delivery key as counted (rsyslog uuid, journal cursor)."""
         # Delivery keys (rsyslog uuids, journal cursors) of recent messages: a whole
         # batch that rsyslog resends after a failed commit is recognised.
         if key:
@@ -237,79 +237,16 @@ class Pipeline:
                 self.on_ban(ban)
 
     def restore(self, now: float) -> None:
-        """Rebuild the engine from the kernel and the ledger; queue bans a crash left unapplied.
-
-        Kernel bans are marked first, so failures already punished do not count
-        again. A ban the ledger shows but the kernel lacks (a flushed ruleset) and
-        a ban a crash cut off before the kernel took it are both re-applied for
-        the time they have left.
-        """
-        in_kernel = set()
-        for element in self.backend.elements():
-            if element.jail in self.config.jails and element.expires is not None:
-                in_kernel.add((element.jail, element.address))
-                self._mark(element.jail, _target(element.address), now + element.expires)
-        owed: dict[tuple[str, str], Ban] = {}
-        last_key = None
-        for record in self.ledger.replay() if self.ledger is not None else ():
-            if record.kind == "F":
-                last_key = record.extra or None
-                if last_key and not last_key.startswith("h"):
-                    self._remember(last_key)
-            if record.jail not in self.config.jails:
-                continue
-            where = (record.jail, record.address)
-            try:
-                address = _target(record.address)
-            except ValueError:  # a record torn by a kill, or written by a bug: skip it
-                continue
-            if record.kind == "F":
-                ban = self.tracker.record(record.jail, address, record.time)
-                if ban is not None:
-                    owed[where] = self.adjust(ban) if self.adjust is not None else ban
-            elif record.kind == "B":
-                ban = Ban(record.jail, address, float(record.extra or 0), record.time)
-                self._mark(record.jail, address, ban.until)
-                owed[where] = ban
-            elif record.kind == "U":
-                self.tracker.forget(record.jail, address)
-                owed.pop(where, None)
-        self.last_key = last_key
-        for (jail, text), ban in owed.items():
-            if ban.until > now and (jail, text) not in in_kernel:
-                self.pending.append(Ban(jail, ban.address, ban.until - now, now, ban.failures, "restored"))
-        self.compact(now)
-
-    def _mark(self, jail: str, target, until: float) -> None:
-        if isinstance(target, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            self.subnets.mark(jail, target, until)
-        else:
-            self.tracker.mark_banned(jail, target, until)
+        """Rebuild state from the kernel and the ledger (see :func:`omprog_ban.recovery.restore`)."""
+        recovery.restore(self, now)
 
     def active(self, now: float) -> list[Ban]:
         """Return every ban still running at ``now``, addresses and prefixes, for the time it has left."""
-        running = list(self.tracker.bans()) + list(self.subnets.bans())
-        return [Ban(jail, target, until - now, now, 0, "restored") for jail, target, until in running if until > now + 1]
+        return recovery.active(self, now)
 
     def compact(self, now: float) -> None:
         """Rewrite the ledger with only what still matters at ``now``."""
-        if self.ledger is None:
-            return
-        self.tracker.expire(now)
-        self.subnets.expire(now)
-        records = [Record("B", now, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in self.active(now)]
-        for jail, address, times in self.tracker.windows():
-            records.extend(Record("F", moment, jail, str(address), "") for moment in times)
-        if self.last_key:
-            records.append(Record("F", now, "-", "-", self.last_key))  # keeps the resend key
-        self.ledger.compact(records)
-
-
-def _target(text: str):
-    """Return ledger or kernel text as an address, or a network when it is a prefix."""
-    if "/" in text:
-        return ipaddress.ip_network(text)
-    return ipaddress.ip_address(text)
+        recovery.compact(self, now)
 
 
 def _trusted(jail: Jail, line: LogLine) -> bool:

@@ -23,7 +23,8 @@ from omprog_ban.config import Config
 from omprog_ban.increment import Escalate
 from omprog_ban.ledger import Ledger
 from omprog_ban.model import Ban
-from omprog_ban.nft import DryRun, Nft, NftError
+from omprog_ban.dryrun import DryRun
+from omprog_ban.nft import Nft, NftError
 from omprog_ban.pipeline import Pipeline
 
 log = logging.getLogger("omprog-ban")

@@ -9,7 +9,8 @@ import pytest
 from omprog_ban import config
 from omprog_ban.ledger import Ledger
 from omprog_ban.model import LogLine
-from omprog_ban.nft import DryRun, NftError
+from omprog_ban.dryrun import DryRun
+from omprog_ban.nft import NftError
 from omprog_ban.pipeline import Pipeline
 from tests.lab import amps_line
 

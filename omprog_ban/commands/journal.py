@@ -28,7 +28,8 @@ from typing import Callable
 from omprog_ban import cli
 from omprog_ban.config import Config, ConfigError
 from omprog_ban.journal import CursorFile, Journal, Saved
-from omprog_ban.nft import DryRun, NftError
+from omprog_ban.dryrun import DryRun
+from omprog_ban.nft import NftError
 from omprog_ban.runtime import LockedError, Runtime
 
 NAME = "journal"
