@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omprog_ban.model import Ban
+from omprog_ban.model import Ban, text
 
 FILE = "history.sqlite"
 MAX_QUEUED = 100_000  # rows kept while commits fail (a full disk); the oldest go first
@@ -170,7 +170,7 @@ def _text(address: Any) -> str:
     """Return the row's address: a one-address network is written as the address."""
     if getattr(address, "num_addresses", 0) == 1:
         return str(address.network_address)
-    return str(address)
+    return text(address)
 
 
 def open_history(path: str | Path, retention: float) -> History:

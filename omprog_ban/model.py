@@ -67,3 +67,16 @@ def canonical(address: Address) -> Address:
     if address.version == 6 and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def text(address: Address) -> str:
+    """Return ``address`` as canonical text, memoised (bounded): a ban writes it several times."""
+    found = _TEXTS.get(address)
+    if found is None:
+        if len(_TEXTS) >= 65536:
+            _TEXTS.clear()
+        found = _TEXTS[address] = str(address)
+    return found
+
+
+_TEXTS: dict = {}

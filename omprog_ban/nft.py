@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from omprog_ban.config import Jail
-from omprog_ban.model import Ban, Network
+from omprog_ban.model import Ban, Network, text
 
 CHAIN = "input"
 BLOCKLIST = "blocklist"
@@ -201,7 +201,7 @@ def _value(address: Any) -> Any:
         if address.num_addresses == 1:
             return str(address.network_address)
         return {"prefix": {"addr": str(address.network_address), "len": address.prefixlen}}
-    return str(address)
+    return text(address)
 
 
 def _element_commands(verb: str, table: str, by_set: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from omprog_ban.config import Config, Jail
 from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
 from omprog_ban.ledger import Ledger, Record
-from omprog_ban.model import Ban, Failure, LogLine, canonical
+from omprog_ban.model import Ban, Failure, LogLine, canonical, text
 from omprog_ban.nft import NftError
 from omprog_ban.rails import Breaker, Shields
 from omprog_ban.subnets import Subnets
@@ -143,7 +143,7 @@ class Pipeline:
             self.last_time = moment
             address = canonical(failure.address)
             if self.ledger is not None:
-                records.append(Record("F", moment, jail.name, str(address), key))
+                records.append(Record("F", moment, jail.name, text(address), key))
             self._counters[jail.name].counted += 1
             ban = self.tracker.record(jail.name, address, moment, factor)
             if ban is not None and not self._allowed(ban):
@@ -230,7 +230,7 @@ class Pipeline:
 
     def _applied(self, bans: list[Ban]) -> None:
         if self.ledger is not None:
-            self.ledger.append([Record("B", ban.time, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in bans])
+            self.ledger.append([Record("B", ban.time, ban.jail, text(ban.address), f"{ban.bantime:g}") for ban in bans])
         for ban in bans:
             self._counters[ban.jail].bans += 1
             if self.on_ban is not None:

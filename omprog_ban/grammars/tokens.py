@@ -47,8 +47,8 @@ def to_address(text: str):
     """
     found = _ADDRESSES.get(text, _UNKNOWN)
     if found is _UNKNOWN:
-        try:
-            found = ipaddress.ip_address(text)
+        try:  # the right class at once: ip_address would try IPv4 first and fail on every IPv6
+            found = ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
         except ValueError:
             found = None
         if found is not None and found.is_unspecified:
