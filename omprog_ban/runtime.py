@@ -148,7 +148,9 @@ class Runtime:
         os.replace(fresh, self.state_dir / "status.json")
 
     def close(self) -> None:
-        """Write final status, history and metrics; release the state directory."""
+        """Apply bans still pending (a transaction cut short), write final status, history and
+        metrics; release the state directory. What nft still refuses stays owed in the ledger."""
+        self._flush()
         now = self.clock()
         self.write_status(now)
         self._publish(now)

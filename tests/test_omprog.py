@@ -113,3 +113,11 @@ def test_transactions_defer_then_commit_applies_the_batch(tmp_path):
     assert child.send(json.dumps({"msg": amps_line("192.0.2.40", port=0), "uuid": "t40-0"})) == "DEFER_COMMIT"
     assert child.send("COMMIT TRANSACTION") == "OK"
     assert sorted(b["host"] for b in child.bans()) == ["192.0.2.40", "192.0.2.41"]
+
+
+def test_a_transaction_cut_short_by_eof_still_applies_its_bans(tmp_path):
+    child = Child(tmp_path)
+    assert child.send("BEGIN TRANSACTION") == "OK"
+    for i in range(20):
+        assert child.send(json.dumps({"msg": amps_line("192.0.2.44", port=i), "uuid": f"e{i}"})) == "DEFER_COMMIT"
+    assert [b["host"] for b in child.bans()] == ["192.0.2.44"]  # EOF before COMMIT: applied on the way out
