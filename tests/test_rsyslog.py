@@ -32,6 +32,8 @@ def rsyslog(tmp_path, server):
 
 
 def test_twenty_failures_ban_the_address_within_a_second(rsyslog, server):
+    rsyslog.write_amps([amps_line("198.51.100.99")])  # rsyslog starts the child with its first message
+    assert wait_for(lambda: _status_counted(rsyslog) == 1, 10)
     rsyslog.write_amps([amps_line("192.0.2.7", "auth" if i % 2 else "name in use", port=40000 + i) for i in range(20)])
     started = time.monotonic()
     elements = wait_for(lambda: server.nft_elements(), 3, 0.02)
