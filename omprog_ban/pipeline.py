@@ -103,7 +103,8 @@ class Pipeline:
             if not grammar.mentions(text):
                 continue
             fields = grammar.match(text)
-            failure = None if fields is None else grammar.convert(fields, line.received)
+            # Live, decisions use the time the line was received: its stamp is not converted.
+            failure = None if fields is None else grammar.convert(fields, line.received if self.log_time else None)
             for jail in jails:
                 counters = self._counters[jail.name]
                 counters.candidates += 1

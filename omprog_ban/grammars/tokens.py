@@ -206,8 +206,14 @@ syslog_header = pp.Opt(RFC5424 | RFC3164 | RSYSLOG_FILE | JOURNAL_SHORT).set_nam
 _OWN_STAMPS = (("apache_time", apache_seconds), ("clf_time", clf_seconds), ("named_time", named_seconds))
 
 
-def event_seconds(result: Mapping[str, str | None], now: float) -> float | None:
-    """Return the log's own time from any stamp the parse found, else the carrier's, or None."""
+def event_seconds(result: Mapping[str, str | None], now: float | None) -> float | None:
+    """Return the log's own time from any stamp the parse found, else the carrier's, or None.
+
+    ``now`` dates year-less stamps; None means the caller decides on the time it
+    received the line (live), so no stamp is converted at all.
+    """
+    if now is None:
+        return None
     for name, seconds in _OWN_STAMPS:
         stamp = result.get(name)
         if stamp:
