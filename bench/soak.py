@@ -1,0 +1,87 @@
+"""Soak: a steady attack through a real rsyslogd for minutes, with faults thrown in at random.
+
+Every few seconds the omprog-ban child is killed (SIGKILL) or the ruleset is
+flushed underneath it. Attackers send exactly ``maxretry`` failures, bystanders
+one fewer; at the end the kernel must hold exactly the attackers, and every one
+with the time it had left. The short version of this runs in CI
+(tests/test_faults.py); this one is for a longer look:
+
+``python -m bench.soak --minutes 5``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.lab import Namespace, Rsyslog, amps_line, wait_for, write_config  # noqa: E402
+
+JAIL = """
+[jails.amps]
+grammar = "amps"
+maxretry = 10
+findtime = "1h"
+bantime = "2h"
+ports = [9007]
+"""
+
+
+def soak(minutes: float, seed: int) -> int:
+    """Run the soak; return 0 when the kernel holds exactly the attackers."""
+    pace = random.Random(seed)
+    work = Path(tempfile.mkdtemp(prefix="omprog-ban-soak-"))
+    server = Namespace("obsoak")
+    rsyslog = Rsyslog(work, server, write_config(work / "c.toml", work / "state", JAIL))
+    attackers, bystanders, kills, flushes = set(), set(), 0, 0
+    try:
+        rsyslog.start()
+        deadline, wave = time.monotonic() + minutes * 60, 0
+        while time.monotonic() < deadline:
+            wave += 1
+            batch_attackers = {f"10.{wave // 250}.{wave % 250}.{n}" for n in range(1, 21)}
+            batch_bystanders = {f"10.{wave // 250}.{wave % 250}.{n}" for n in range(100, 120)}
+            lines = [amps_line(a, port=i) for a in batch_attackers for i in range(10)]
+            lines += [amps_line(b, port=i) for b in batch_bystanders for i in range(9)]
+            pace.shuffle(lines)
+            for start in range(0, len(lines), 25):
+                rsyslog.write_amps(lines[start:start + 25])
+                time.sleep(pace.uniform(0, 0.02))
+                fault = pace.random()
+                if fault < 0.02 and (child := rsyslog.child()):
+                    os.kill(child, signal.SIGKILL)
+                    kills += 1
+                elif fault < 0.03:
+                    server.run(["nft", "flush", "ruleset"])
+                    flushes += 1
+            attackers |= batch_attackers
+            bystanders |= batch_bystanders
+        held = lambda: {e["val"] for e in server.nft_elements()}  # noqa: E731
+        wait_for(lambda: held() == attackers, 60, 0.5)
+        final = held()
+        print(f"soak: {minutes:g} min, {wave} waves, {len(attackers)} attackers, {len(bystanders)} bystanders, "
+              f"{kills} SIGKILLs, {flushes} ruleset flushes")
+        print(f"soak: attackers missing {len(attackers - final)}, bystanders banned {len(final & bystanders)}")
+        return 0 if final == attackers else 1
+    finally:
+        rsyslog.stop()
+        server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    sys.exit(soak(args.minutes, args.seed))
+
+
+if __name__ == "__main__":
+    main()
