@@ -53,6 +53,8 @@ class LineReader:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._poll = select.poll()  # made once: select.select() rebuilds its sets on every call
+        self._poll.register(fd, select.POLLIN)
         self._lines: deque[bytes] = deque()
         self._partial = b""
         self._eof = False
@@ -66,8 +68,7 @@ class LineReader:
             if len(self._partial) >= MAX_LINE:
                 line, self._partial = self._partial[:MAX_LINE], self._partial[MAX_LINE:]
                 return line
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-            if not ready:
+            if not self._poll.poll(timeout * 1000):
                 return None
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
