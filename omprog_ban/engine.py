@@ -15,7 +15,7 @@ addresses that have gone quiet (and would have expired anyway).
 from __future__ import annotations
 
 import ipaddress
-from bisect import insort
+from bisect import bisect_right, insort
 from itertools import islice
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -49,10 +49,6 @@ class Policy:
     ignore: tuple[Network, ...] = ()
     capacity: int = 1_000_000
 
-    def ignores(self, address: Address) -> bool:
-        """Return True when ``address`` lies in one of the ignored networks."""
-        return any(address.version == net.version and address in net for net in self.ignore)
-
 
 class _Jail:
     """Windows and active bans of one jail."""
@@ -63,7 +59,7 @@ class _Jail:
         self.policy = policy
         self.windows: dict[int, float | list[float]] = {}
         self.banned: dict[int, float] = {}
-        self.ignore = tuple(_key_range(network) for network in policy.ignore)
+        self.ignore: tuple[list[int], list[int]] = ([], [])  # merged key ranges: starts, ends
 
 
 class Tracker:
@@ -75,7 +71,8 @@ class Tracker:
 
     def protect(self, networks: tuple[Network, ...]) -> None:
         """Never ban an address in ``networks``, in any jail (replaces the previous list)."""
-        self._protected = tuple(_key_range(network) for network in networks)
+        for state in self._jails.values():
+            state.ignore = _merged([*state.policy.ignore, *networks])
 
     def record(self, jail: str, address: Address, now: float, factor: float = 1.0) -> Ban | None:
         """Count one failure of ``address`` at ``now``; return the Ban it triggers, if any.
@@ -86,9 +83,10 @@ class Tracker:
         state = self._jails[jail]
         policy = state.policy
         key = address_key(address)
-        for low, high in state.ignore + self._protected:
-            if low <= key <= high:
-                return None
+        starts, ends = state.ignore
+        slot = bisect_right(starts, key) - 1
+        if slot >= 0 and key <= ends[slot]:  # ignored or protected: never banned
+            return None
         until = state.banned.get(key)
         if until is not None:
             if now < until:
@@ -152,6 +150,19 @@ class Tracker:
         for name, state in self._jails.items():
             for key, until in state.banned.items():
                 yield name, key_address(key), until
+
+
+def _merged(networks: Iterable[Network]) -> tuple[list[int], list[int]]:
+    """Return ``networks`` as sorted, merged key ranges (starts, ends), for a bisect per failure."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for low, high in sorted(_key_range(network) for network in networks):
+        if ends and low <= ends[-1] + 1:
+            ends[-1] = max(ends[-1], high)
+        else:
+            starts.append(low)
+            ends.append(high)
+    return starts, ends
 
 
 def _key_range(network: Network) -> tuple[int, int]:
