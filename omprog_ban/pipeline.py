@@ -81,7 +81,8 @@ class Pipeline:
         routes: dict[str, list[Jail]] = {}
         for jail in jails:
             routes.setdefault(jail.grammar, []).append(jail)
-        self._routes = [(GRAMMARS[name], group) for name, group in routes.items()]
+        # (grammar, its keyword scan, its jails): the scan is looked up once, not per line
+        self._routes = [(GRAMMARS[name], GRAMMARS[name].keyword_scan, group) for name, group in routes.items()]
 
     def protected(self) -> tuple:
         """Return what is never banned: loopback and the like, ``never_ban``, our own addresses."""
@@ -99,8 +100,8 @@ class Pipeline:
         self.lines += 1
         found = []
         text = line.text
-        for grammar, jails in self._routes:
-            if not grammar.mentions(text):
+        for grammar, scan, jails in self._routes:
+            if scan(text) is None:
                 continue
             fields = grammar.match(text)
             # Live, decisions use the time the line was received: its stamp is not converted.

@@ -11,7 +11,7 @@ import pyparsing as pp
 from omprog_ban.grammars.compiler import Compiled, compile_element
 from omprog_ban.model import Failure
 
-Convert = Callable[[Mapping[str, str], float], "Failure | None"]
+Convert = Callable[[Mapping[str, "str | None"], "float | None"], "Failure | None"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class Grammar:
     """A named pyparsing grammar for one service.
 
     ``keywords``: a line containing none of them is not tried (cheap dispatch
-    before any parsing). ``element`` must match the whole line; its results
+    before any parsing; ``keyword_scan`` is that test, one compiled alternation).
+    ``element`` must match the whole line; its results
     names (named groups of its ``pp.Regex`` tokens) reach ``convert`` as plain
     text, and ``convert`` turns them into a Failure (validating the address:
     text that is no address is a non-match), or None when the line parses but
@@ -37,17 +38,17 @@ class Grammar:
     convert: Convert
     compiled: Compiled | None = field(init=False, repr=False, compare=False)
 
-    _mentions: Callable = field(init=False, repr=False, compare=False)
+    keyword_scan: Callable = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # All keywords in one compiled alternation: one C-level scan per line.
-        object.__setattr__(self, "_mentions", re.compile("|".join(map(re.escape, self.keywords))).search)
+        object.__setattr__(self, "keyword_scan", re.compile("|".join(map(re.escape, self.keywords))).search)
         self.element.parse_with_tabs()  # a tab is data (a client may put one in a name), not 8 spaces
         object.__setattr__(self, "compiled", compile_element(self.element))
 
     def mentions(self, text: str) -> bool:
         """Return True when ``text`` holds one of the keywords, so it is worth parsing."""
-        return self._mentions(text) is not None
+        return self.keyword_scan(text) is not None
 
     def parse(self, text: str, now: float) -> Failure | None:
         """Return the Failure ``text`` records, or None; never raise on bad input.
