@@ -67,6 +67,7 @@ class Runtime:
         self.nft_errors = 0
         self.restores = 0
         self._logged = self._unlogged = 0
+        self._compact_at = COMPACT_AT  # ledger bytes that trigger the next compaction
 
     def start(self) -> None:
         """Create the table and sets, restore state, apply owed bans; raise NftError if nft refuses."""
@@ -75,6 +76,7 @@ class Runtime:
             self.backend.remember(self.ledger.replay(), self.clock())
         self.pipeline.restore(self.clock())
         self._flush()
+        self._compact_at = max(COMPACT_AT, 2 * self.ledger.size)
 
     def maintain(self, now: float) -> None:
         """Between messages: restore a vanished table, expire state, compact, publish status."""
@@ -97,8 +99,9 @@ class Runtime:
             log.error("nft: %s", error)
         self.pipeline.tracker.expire(now)
         self.pipeline.subnets.expire(now)
-        if self.ledger.size > COMPACT_AT:
+        if self.ledger.size > self._compact_at:
             self.pipeline.compact(now)
+            self._compact_at = max(COMPACT_AT, 2 * self.ledger.size)  # live state alone may be large
         self.write_status(now)
         self._publish(now)
 
