@@ -54,18 +54,23 @@ class Histogram:
 
 
 class Timed:
-    """Forward everything to ``backend``; time each ``ban`` call (failed ones too) into ``histogram``."""
+    """Forward everything to ``backend``; time each ``ban`` call (failed ones too) into ``histogram``
+    and count the ones that failed (``refused``)."""
 
     def __init__(self, backend: Any, histogram: Histogram, clock: Callable[[], float] = time.perf_counter) -> None:
         self.backend = backend
         self.histogram = histogram
         self.clock = clock
+        self.refused = 0  # ban transactions that raised, wherever they were tried from
 
     def ban(self, bans: Sequence[Any]) -> None:
-        """Apply ``bans`` through the backend, timing the call."""
+        """Apply ``bans`` through the backend, timing the call and counting refusals."""
         start = self.clock()
         try:
             self.backend.ban(bans)
+        except Exception:
+            self.refused += 1
+            raise
         finally:
             self.histogram.observe(self.clock() - start)
 

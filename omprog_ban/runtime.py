@@ -59,12 +59,13 @@ class Runtime:
         self.latency = metrics.Histogram()
         self.metrics_file = Path(metrics_file) if metrics_file else None
         self.own_addresses = own_addresses
-        self.pipeline = Pipeline(config, metrics.Timed(self.backend, self.latency), ledger, on_ban=self._banned,
+        self.timed = metrics.Timed(self.backend, self.latency)
+        self.pipeline = Pipeline(config, self.timed, ledger, on_ban=self._banned,
                                  adjust=Escalate(config.jails, self.history.count, config.history_retention),
                                  own_addresses=own_addresses())
         self._addresses_checked = clock()
         self.ledger = ledger
-        self.nft_errors = 0
+        self.setup_errors = 0  # table or set creation refused (ban refusals are counted by ``timed``)
         self.restores = 0
         self._logged = self._unlogged = 0
         self._compact_at = COMPACT_AT  # ledger bytes that trigger the next compaction
@@ -95,7 +96,7 @@ class Runtime:
                 self.restores += 1
             self._flush()
         except NftError as error:
-            self.nft_errors += 1
+            self.setup_errors += 1
             log.error("nft: %s", error)
         self.pipeline.tracker.expire(now)
         self.pipeline.subnets.expire(now)
@@ -109,8 +110,12 @@ class Runtime:
         try:
             self.pipeline.flush()
         except NftError as error:
-            self.nft_errors += 1
             log.error("nft refused owed bans, will retry: %s", error)
+
+    @property
+    def nft_errors(self) -> int:
+        """Return how many nft transactions failed: bans from any caller, and table set-ups."""
+        return self.timed.refused + self.setup_errors
 
     def _banned(self, ban: Ban) -> None:
         # One line per ban, up to LOGGED_BANS per upkeep interval; then a count in the

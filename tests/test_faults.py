@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -111,8 +112,10 @@ def test_a_full_set_is_an_error_rsyslog_retries_until_it_succeeds(tmp_path, serv
             rsyslog.write_amps([amps_line(f"192.0.2.7{n}", port=i) for i in range(10)])
         assert wait_for(lambda: banned(server) == {"192.0.2.71", "192.0.2.72"}, 5)
         assert wait_for(lambda: "nft refused" in rsyslog.log_text(), 5), rsyslog.log_text()
-        time.sleep(1.5)
+        time.sleep(2.5)
         assert banned(server) == {"192.0.2.71", "192.0.2.72"}  # the third waits, it is not dropped
+        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        assert status["nft_errors"] >= 1  # every refused transaction is counted, whoever tried it
         unban = server.run([str(PROGRAM), "unban", "192.0.2.71", "--config", str(config)])
         assert "unbanned" in unban.stdout
         assert wait_for(lambda: banned(server) == {"192.0.2.72", "192.0.2.73"}, 10), rsyslog.log_text()

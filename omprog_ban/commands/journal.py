@@ -155,7 +155,6 @@ class Follower:
                 action()
             except NftError as error:
                 attempts += 1
-                self.runtime.nft_errors += 1
                 log.error("nft refused a ban, it will be tried again: %s", error)
                 if self.stopping or (self.once and attempts >= ONCE_ATTEMPTS):
                     return False
