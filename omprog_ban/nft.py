@@ -63,14 +63,13 @@ class Nft:
     def __init__(self, table: str, context: Any = None, jails: Iterable[Jail] = ()) -> None:
         self.table = table
         self._context = context if context is not None else _context()
-        self._jails: dict[str, Jail] = {}
-        self._set_of: dict[str, str] = {}
         self.adopt(jails)
 
     def adopt(self, jails: Iterable[Jail]) -> None:
         """Know ``jails`` and their sets, without touching the kernel."""
-        self._jails = {jail.name: jail for jail in jails}
-        self._set_of = {name: jail.name for jail in self._jails.values() for name in set_names(jail).values()}
+        self._jails: dict[str, Jail] = {jail.name: jail for jail in jails}
+        self._sets: dict[str, dict[str, str]] = {name: set_names(jail) for name, jail in self._jails.items()}  # looked up per ban
+        self._set_of: dict[str, str] = {name: jail for jail, names in self._sets.items() for name in names.values()}
 
     def run(self, commands: list[dict[str, Any]]) -> dict[str, Any]:
         """Run ``commands`` as one transaction; return nft's output; raise NftError."""
@@ -147,7 +146,7 @@ class Nft:
 
     def set_for(self, jail: str, address: Any) -> str:
         """Return the name of the set of ``jail`` that holds ``address``."""
-        names = set_names(self._jails[jail])
+        names = self._sets[jail]
         if isinstance(address, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and address.num_addresses > 1:
             return names["net4" if address.version == 4 else "net6"]
         return names["v4" if address.version == 4 else "v6"]
