@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from omprog_ban import validate as v
 from omprog_ban.engine import Policy
@@ -83,13 +83,14 @@ class Jail:
         """Return the engine's view of this jail."""
         return Policy(self.maxretry, self.findtime, self.bantime, self.ignoreip)
 
-    def counts(self, rule: str, fields: dict[str, str]) -> bool:
-        """Return True when a failure of ``rule`` with ``fields`` counts in this jail."""
-        if rule not in self.rules:
-            return False
+    def admits(self, fields: Mapping[str, str], meta: Mapping[str, str]) -> bool:
+        """Return True when a failure's ``fields`` pass ``when`` and ``unless`` and the
+        source's ``meta`` has every ``trusted`` value (the rule is checked apart)."""
         if not all(check.holds(fields) for check in self.when):
             return False
-        return not any(check.holds(fields) for check in self.unless)
+        if any(check.holds(fields) for check in self.unless):
+            return False
+        return all(meta.get(name) == value for name, value in self.trusted.items())
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ class Pipeline:
                     continue
                 counters.matched += 1
                 counters.last_match = line.received
-                if failure.rule in jail.rules and (not jail.filtered or (jail.counts(failure.rule, failure.fields) and _trusted(jail, line))):
+                if failure.rule in jail.rules and (not jail.filtered or jail.admits(failure.fields, line.meta)):
                     found.append((jail, failure))
         return found
 
@@ -249,8 +249,3 @@ class Pipeline:
     def compact(self, now: float) -> None:
         """Rewrite the ledger with only what still matters at ``now``."""
         recovery.compact(self, now)
-
-
-def _trusted(jail: Jail, line: LogLine) -> bool:
-    return all(line.meta.get(name) == value for name, value in jail.trusted.items())
-
