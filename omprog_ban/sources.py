@@ -9,18 +9,41 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+BLOCK = 1 << 20
+
 
 def read_lines(path: str) -> Iterator[tuple[int, str]]:
-    """Yield (1-based number, text without newline) of every line; bad UTF-8 becomes U+FFFD."""
+    """Yield (1-based number, text without newline) of every line; bad UTF-8 becomes U+FFFD.
+
+    The file is read and decoded a block of whole lines at a time (a multi-byte
+    character never spans a newline), not line by line.
+    """
     if path == "-":
         handle = sys.stdin.buffer
     elif path.endswith(".gz"):
         handle = gzip.open(path, "rb")
     else:
         handle = open(path, "rb")
+    number = 0
+    rest = b""
     try:
-        for number, raw in enumerate(handle, 1):
-            yield number, raw.decode("utf-8", "replace").rstrip("\r\n")
+        while True:
+            block = handle.read1(BLOCK)  # what is there: a terminal user sees each line at once
+            if not block:
+                break
+            cut = block.rfind(b"\n") + 1
+            if not cut:  # no line ends in this block: keep reading
+                rest += block
+                continue
+            text, rest = (rest + block[:cut]).decode("utf-8", "replace"), block[cut:]
+            lines = text.split("\n")
+            lines.pop()  # the empty text after the block's last newline
+            if "\r" in text:
+                lines = [line.rstrip("\r\n") for line in lines]
+            for number, line in enumerate(lines, number + 1):
+                yield number, line
+        if rest:
+            yield number + 1, rest.decode("utf-8", "replace").rstrip("\r\n")
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omprog_ban.grammars import GRAMMARS
+from omprog_ban.grammars import GRAMMARS, tokens
 from omprog_ban.grammars.compiler import compile_element
 from tests.samples import SAMPLES, read
 
@@ -21,7 +21,7 @@ def test_every_grammar_compiles():
 @pytest.mark.parametrize("name, text", LINES, ids=[f"{n}:{i}" for i, (n, _) in enumerate(LINES)])
 def test_fast_and_slow_paths_agree_on_samples(name, text):
     grammar = GRAMMARS[name]
-    assert _present(grammar.match(text)) == _present(grammar.match(text, slow=True))
+    _agree(grammar, text)
 
 
 @pytest.mark.parametrize("name", sorted(GRAMMARS))
@@ -33,11 +33,31 @@ def test_fast_and_slow_paths_agree_on_mutations(name, data):
     cut = data.draw(st.integers(0, len(base)))
     insert = data.draw(st.text(alphabet=st.sampled_from(list(" []():#.'\"/-0123456789abcdefxyz\t")), max_size=12))
     mutated = base[:cut] + insert + base[cut + data.draw(st.integers(0, 6)):]
-    assert _present(grammar.match(mutated)) == _present(grammar.match(mutated, slow=True))
+    _agree(grammar, mutated)
 
 
-def _present(fields):
-    return None if fields is None else {name: value for name, value in fields.items() if value is not None and "__" not in name}
+def _agree(grammar, text):
+    """Both paths parse ``text`` alike (the compiled one captures what ``convert`` reads) and convert it alike."""
+    fast, slow = grammar.match(text), grammar.match(text, slow=True)
+    kept = set(grammar.reads) | set(tokens.STAMPS)
+    assert _present(fast) == _present(slow, kept)
+    if fast is not None:
+        assert grammar.convert(fast, 1.7e9) == grammar.convert(slow, 1.7e9)
+
+
+def _present(fields, kept=None):
+    if fields is None:
+        return None
+    return {name: value for name, value in fields.items()
+            if value is not None and "__" not in name and (kept is None or name in kept)}
+
+
+def test_only_what_convert_reads_is_captured():
+    amps = GRAMMARS["amps"]
+    line = "2017-12-07T16:55:49.9395590-08:00 [26] info: 07-0013 client[x](192.0.2.7:5) disconnected: auth."
+    assert set(amps.compiled.regex.groupindex) <= {*amps.reads, *tokens.STAMPS} | {f"iso_time__{n}" for n in range(9)}
+    assert {"thread", "level"} <= set(amps.match(line, slow=True)) and "thread" not in amps.match(line)
+    assert compile_element(pp.Regex(r"(?P<a>x)(?P<b>y)"), frozenset({"b"})).match("xy") == {"b": "y"}
 
 
 @pytest.mark.parametrize(

@@ -61,4 +61,5 @@ GRAMMAR = Grammar(
     keywords=("07-0013",),
     element=element,
     convert=convert,
+    reads=("reason", "bracketed", "plain", "client", "port"),
 )

@@ -99,4 +99,5 @@ GRAMMAR = Grammar(
     keywords=('] "',),
     element=element,
     convert=convert,
+    reads=("client", "request", "status", "user_agent", "referer", "vhost", "user"),
 )

@@ -115,4 +115,5 @@ GRAMMAR = Grammar(
     ),
     element=element,
     convert=convert,
+    reads=("bracketed", "plain", "request", "quoted_path", "path", "module", "code", *RULES),
 )

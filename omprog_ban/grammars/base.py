@@ -8,6 +8,7 @@ from typing import Callable, Mapping
 
 import pyparsing as pp
 
+from omprog_ban.grammars import tokens
 from omprog_ban.grammars.compiler import Compiled, compile_element
 from omprog_ban.model import Failure
 
@@ -26,8 +27,10 @@ class Grammar:
     text that is no address is a non-match), or None when the line parses but
     is no failure (an accepted login, a harmless disconnect).
 
-    On the hot path the element runs as one compiled regex with the same
-    meaning (:mod:`omprog_ban.grammars.compiler`); ``slow=True`` forces pyparsing.
+    ``reads``: the results names ``convert`` reads (the stamps of
+    ``tokens.STAMPS`` are always kept). On the hot path the element runs as one
+    compiled regex with the same meaning (:mod:`omprog_ban.grammars.compiler`)
+    that captures only those; ``slow=True`` forces pyparsing, which returns all.
     """
 
     name: str
@@ -36,6 +39,7 @@ class Grammar:
     keywords: tuple[str, ...]
     element: pp.ParserElement
     convert: Convert
+    reads: tuple[str, ...]
     compiled: Compiled | None = field(init=False, repr=False, compare=False)
 
     keyword_scan: Callable = field(init=False, repr=False, compare=False)
@@ -44,7 +48,7 @@ class Grammar:
         # All keywords in one compiled alternation: one C-level scan per line.
         object.__setattr__(self, "keyword_scan", re.compile("|".join(map(re.escape, self.keywords))).search)
         self.element.parse_with_tabs()  # a tab is data (a client may put one in a name), not 8 spaces
-        object.__setattr__(self, "compiled", compile_element(self.element))
+        object.__setattr__(self, "compiled", compile_element(self.element, frozenset(self.reads + tokens.STAMPS)))
 
     def mentions(self, text: str) -> bool:
         """Return True when ``text`` holds one of the keywords, so it is worth parsing."""
@@ -67,7 +71,8 @@ class Grammar:
     def match(self, text: str, slow: bool = False) -> Mapping[str, str | None] | None:
         """Return the line's results names and their text, or None when it does not parse.
 
-        A results name the line did not reach may be missing or map to None.
+        A results name the line did not reach may be missing or map to None; the
+        compiled path returns only ``reads`` and the stamps.
         """
         if self.compiled is not None and not slow:
             return self.compiled.match(text)

@@ -58,9 +58,13 @@ class Compiled:
         return fields
 
 
-def compile_element(element: pp.ParserElement) -> Compiled | None:
-    """Return the whole-line regex equivalent of ``element``, or None if it has no exact one."""
-    names = _Names()
+def compile_element(element: pp.ParserElement, keep: frozenset[str] | None = None) -> Compiled | None:
+    """Return the whole-line regex equivalent of ``element``, or None if it has no exact one.
+
+    ``keep``: the results names the caller reads (None: all). The others become
+    non-capturing groups: the same language, fewer groups to fill and copy.
+    """
+    names = _Names(keep)
     try:
         body = _translate(element, names)
     except Unsupported:
@@ -88,7 +92,7 @@ def _translate(element: pp.ParserElement, names: _Names) -> str:
     else:
         raise Unsupported(type(element).__name__)
     if element.resultsName and not isinstance(element, pp.Regex | pp.And | pp.MatchFirst | pp.Opt):
-        core = f"(?P<{names.fresh(element.resultsName)}>{core})"
+        core = f"({names.fresh(element.resultsName)}{core})"
     elif element.resultsName:
         raise Unsupported("results name on a compound or a Regex")
     if element.skipWhitespace and isinstance(element, (pp.Regex, pp.Literal)):
@@ -101,22 +105,26 @@ def _translate(element: pp.ParserElement, names: _Names) -> str:
 def _rename(pattern: str, names: "_Names") -> str:
     if "(?P=" in pattern:
         raise Unsupported("back-reference")
-    return _GROUP.sub(lambda m: f"(?P<{names.fresh(m[1])}>", pattern)
+    return _GROUP.sub(lambda m: "(" + names.fresh(m[1]), pattern)
 
 
 class _Names:
-    """Hand out group names: a name's first use as it is, later uses as NAME__N."""
+    """Hand out group openers: ``?P<NAME>`` for a name's first use, ``?P<NAME__N>`` for
+    later uses, ``?:`` (not captured) for a name outside ``keep``."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: frozenset[str] | None) -> None:
         self.used: set[str] = set()
         self.count = 0
+        self.keep = keep
 
     def fresh(self, name: str) -> str:
+        if self.keep is not None and name not in self.keep:
+            return "?:"
         if name not in self.used:
             self.used.add(name)
-            return name
+            return f"?P<{name}>"
         self.count += 1
-        return f"{name}__{self.count}"
+        return f"?P<{name}__{self.count}>"
 
 
 def _inline_flags(flags: int) -> str:

@@ -55,4 +55,5 @@ GRAMMAR = Grammar(
     keywords=("Authentication failure for ",),
     element=element,
     convert=convert,
+    reads=("outcome", "client", "user"),
 )

@@ -118,4 +118,5 @@ GRAMMAR = Grammar(
     keywords=("denied", "authoritative", "rate limit"),
     element=element,
     convert=convert,
+    reads=("peer", "question", "zone_class", "zone", "limited_qname", "client_qname", "limited_type", "view", *RULES),
 )
