@@ -106,6 +106,11 @@ class Ledger:
         os.close(self._fd)
 
 
+def failure_line(moment: float, jail: str, address: str, key: str) -> str:
+    """Return the text of an F record, as ``Record("F", moment, jail, address, key)`` is written."""
+    return f"F\t{moment:.6f}\t{jail}\t{address}\t{key}\n" if key else f"F\t{moment:.6f}\t{jail}\t{address}\n"
+
+
 def _line(record: Record) -> str:
     fields = [record.kind, f"{record.time:.6f}", record.jail, record.address]
     if record.extra:

@@ -11,6 +11,7 @@ nothing, or is malformed, is still answered ``OK``. EOF or SIGTERM ends with 0.
 from __future__ import annotations
 
 import json
+import json.scanner
 import logging
 import os
 import select
@@ -22,7 +23,8 @@ from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
 
 log = logging.getLogger("omprog-ban")
-MAX_LINE = 1 << 20  # longer input is cut here; rsyslog's own maximum is smaller
+MAX_LINE = 1 << 20
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner where there is one  # longer input is cut here; rsyslog's own maximum is smaller
 
 
 def frame(raw: bytes, received: float) -> LogLine:
@@ -31,8 +33,10 @@ def frame(raw: bytes, received: float) -> LogLine:
     key, meta = None, {}
     if text.startswith("{"):
         try:
-            data = json.loads(text)
-        except ValueError:
+            data, end = _scan(text, 0)  # json.loads without its Python layers; whitespace checked below
+            if text[end:].strip(" \t"):
+                data = None
+        except (ValueError, StopIteration, RecursionError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("msg"), str):
             text = data.pop("msg")
@@ -88,6 +92,7 @@ def serve(
     stdout_fd: int,
     clock: Callable[[], float] = time.time,
     interval: float = 2.0,
+    relayed: bool = False,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
@@ -100,6 +105,10 @@ def serve(
     ``DEFER_COMMIT`` once its failures are in the ledger, and the batch's bans go
     to the kernel in one nft transaction at the commit, which is answered ``OK``
     only after the kernel accepted them.
+
+    ``relayed``: the lines come from :mod:`omprog_ban.relay`, which answered
+    ``BEGIN TRANSACTION`` and each message inside a transaction itself; only the
+    start-up, commits and messages outside a transaction are answered here.
     """
     reader = LineReader(stdin_fd)
     _write(stdout_fd, b"OK\n")
@@ -121,10 +130,14 @@ def serve(
         skipping = not raw.endswith(b"\n") and len(raw) >= MAX_LINE
         if raw == BEGIN:
             in_batch, reply = True, "OK"
+            if relayed:
+                continue
         elif raw == COMMIT:
             in_batch, reply = False, _reply(flush)
         elif in_batch:
             reply = _reply(handle, frame(raw, now), defer=True)
+            if relayed:  # answered DEFER_COMMIT already; what went wrong shows at the commit
+                continue
             reply = "DEFER_COMMIT" if reply == "OK" else reply
         else:
             reply = _reply(handle, frame(raw, now))

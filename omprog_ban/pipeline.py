@@ -19,7 +19,7 @@ from omprog_ban import rails, recovery
 from omprog_ban.config import Config, Jail
 from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
-from omprog_ban.ledger import Ledger, Record
+from omprog_ban.ledger import Ledger, Record, failure_line
 from omprog_ban.model import Ban, Failure, LogLine, canonical, text
 from omprog_ban.nft import NftError
 from omprog_ban.rails import Breaker, Shields
@@ -127,47 +127,50 @@ class Pipeline:
         ``defer``: leave the bans in ``pending`` for one ``flush`` at the end of a
         batch (an rsyslog transaction, a journal wake-up) instead of applying now.
         """
-        if not defer:
+        if not defer and self.pending:
             self.flush()
         found = self.failures(line)
         if not found:
-            self._settle(line)
+            if line.key is None:
+                self.last_key = None  # see _settle
             return []
+        ledger = self.ledger
         key = ""
-        if self.ledger is not None:
+        if ledger is not None:
             key = line.key or "h" + hashlib.blake2b(line.text.encode(), digest_size=8).hexdigest()
             if key == self.last_key or key in self.seen:  # a resent message: counted already
                 self._settle(line)
                 return []
         records, bans = [], []
-        factor = self.shields.observe(line.received, len(found))
+        factor = self.shields.observe(line.received, len(found)) if self.shields.rate else 1.0
+        record = self.tracker.record
         for jail, failure in found:
             moment = failure.time if self.log_time and failure.time is not None else line.received
             self.last_time = moment
             address = canonical(failure.address)
-            if self.ledger is not None:
-                records.append(Record("F", moment, jail.name, text(address), key))
+            if ledger is not None:
+                records.append(failure_line(moment, jail.name, text(address), key))
             self._counters[jail.name].counted += 1
-            ban = self.tracker.record(jail.name, address, moment, factor)
-            if ban is not None and not self._allowed(ban):
+            ban = record(jail.name, address, moment, factor)
+            if ban is None or not self._allowed(ban):
                 continue
-            if ban is not None:
-                if self.adjust is not None:
-                    adjusted = self.adjust(ban)
-                    if adjusted is not ban:  # a longer ban for a repeat offender
-                        ban = adjusted
-                        self.tracker.mark_banned(jail.name, address, ban.until)
-                bans.append(ban)
-                prefix = self.subnets.observe(ban)
-                if prefix is not None:
-                    bans.append(prefix)
-        if self.ledger is not None:
-            self.ledger.append(records)
+            if self.adjust is not None:
+                adjusted = self.adjust(ban)
+                if adjusted is not ban:  # a longer ban for a repeat offender
+                    ban = adjusted
+                    self.tracker.mark_banned(jail.name, address, ban.until)
+            bans.append(ban)
+            prefix = self.subnets.observe(ban)
+            if prefix is not None:
+                bans.append(prefix)
+        if ledger is not None:
+            ledger.append_bytes("".join(records).encode())
             self.remember(line.key)
         self.last_key = key
-        self.pending.extend(bans)
-        if not defer:
-            self.flush()
+        if bans:
+            self.pending.extend(bans)
+            if not defer:
+                self.flush()
         self._settle(line)
         return bans
 
@@ -206,7 +209,8 @@ class Pipeline:
 
         All of them go in one transaction (up to CHUNK elements each). When nft
         refuses, each jail's bans are tried on their own, so one full set does
-        not hold back the other jails; whatever is still refused stays pending.
+        not hold back the other jails, and of each jail as many as the kernel
+        takes (see ``_fill``); whatever is still refused stays pending.
         """
         if not self.pending:
             return
@@ -222,14 +226,28 @@ class Pipeline:
             for ban in bans[start:]:
                 by_jail.setdefault(ban.jail, []).append(ban)
             for group in by_jail.values():
-                try:
-                    self.backend.ban(group)
-                    self._applied(group)
-                except NftError:
-                    refused.extend(group)
+                refused.extend(self._fill(group))
             self.pending = refused + self.pending
             if refused:
                 raise error
+
+    def _fill(self, group: list[Ban]) -> list[Ban]:
+        """Apply the longest head of ``group`` the kernel takes; return the rest.
+
+        Halving on each refusal: a full set costs log2(len) refused transactions,
+        not one per ban, and the bans that fit (a set with room for some) go in.
+        """
+        done, size = 0, min(len(group), CHUNK)
+        while size and done < len(group):
+            part = group[done:done + size]
+            try:
+                self.backend.ban(part)
+            except NftError:
+                size //= 2
+                continue
+            self._applied(part)
+            done += len(part)
+        return group[done:]
 
     def _applied(self, bans: list[Ban]) -> None:
         if self.ledger is not None:

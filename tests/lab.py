@@ -151,7 +151,13 @@ class Rsyslog:
             subprocess.run(["logger", "-u", str(self.socket), "-t", tag, "--", line], check=True)
 
     def child(self) -> int | None:
-        """Return the pid of the omprog-ban child, or None."""
+        """Return the pid of the omprog-ban child rsyslogd started (the relay, not its worker), or None."""
+        found = self._runs()
+        return next((pid for pid, parent in found.items() if parent not in found), None)
+
+    def _runs(self) -> dict[int, int]:
+        """Return {pid: parent pid} of every ``omprog-ban run`` process with this config."""
+        found = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -160,8 +166,11 @@ class Rsyslog:
             except OSError:
                 continue
             if len(cmdline) > 2 and cmdline[1].endswith(b"omprog-ban") and b"run" in cmdline and str(self.config).encode() in cmdline:
-                return int(entry.name)
-        return None
+                try:
+                    found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        return found
 
     def log_text(self) -> str:
         """Return what omprog-ban wrote to its log so far."""

@@ -2,6 +2,8 @@
 
 rsyslog starts this with ``omprog-ban run --config /etc/omprog-ban.toml``. The
 config is checked (exit 78) and the nft table verified before the start-up OK.
+Two processes serve: a relay on rsyslog's pipes and a worker with the pipeline
+(see :mod:`omprog_ban.relay`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from omprog_ban import cli, metrics
 from omprog_ban.nft import NftError
 from omprog_ban.omprog import serve
+from omprog_ban.relay import run_split
 from omprog_ban.runtime import LockedError, Runtime
 
 NAME = "run"
@@ -31,10 +34,16 @@ def _stop(_signum, _frame):
 
 
 def main(args) -> int:
-    """Serve until EOF or SIGTERM."""
-    config = cli.load_config(args)
+    """Check the config, then relay rsyslog's lines to a worker that serves them until EOF or SIGTERM."""
+    config = cli.load_config(args)  # a bad config exits 78 here, before any OK
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    return run_split(lambda input_fd, answer_fd: work(config, args, input_fd, answer_fd))
+
+
+def work(config, args, input_fd: int, answer_fd: int) -> int:
+    """The worker: set up (exit 75 when another instance holds the state, 69 when nft refuses
+    the table), answer the start-up OK, serve the relayed lines; return the exit code."""
     try:
         runtime = Runtime(config, dry_run=args.dry_run, metrics_file=args.metrics_file)
     except LockedError as error:
@@ -48,6 +57,6 @@ def main(args) -> int:
     log.info("ready: %d jail(s) %s, table inet %s%s", len(config.jails), ", ".join(config.jails),
              config.table, " (dry run)" if args.dry_run else "")
     try:
-        return serve(runtime.pipeline.handle, runtime.pipeline.flush, runtime.maintain, sys.stdin.fileno(), sys.stdout.fileno())
+        return serve(runtime.pipeline.handle, runtime.pipeline.flush, runtime.maintain, input_fd, answer_fd, relayed=True)
     finally:
         runtime.close()

@@ -1,0 +1,193 @@
+"""The front of ``run``: answer rsyslog at once where the protocol allows, work on another core.
+
+``omprog-ban run`` is two processes. The one rsyslog started (the relay) reads
+stdin and keeps rsyslog's round trip short; the one it forks (the worker) runs
+the whole pipeline (:func:`omprog_ban.omprog.serve`) on what the relay hands it
+through a pipe, and answers what needs an answer through another.
+
+The relay answers by itself only what it may promise without the worker:
+
+- ``BEGIN TRANSACTION``: ``OK``;
+- a message inside a transaction: ``DEFER_COMMIT`` ("received, not yet
+  committed": rsyslog still holds it and resends the whole batch unless the
+  commit is answered ``OK``);
+
+and passes on the worker's answer, which follows the worker's durable work, for:
+
+- ``COMMIT TRANSACTION``: ``OK`` once every failure of the batch is in the
+  ledger and every ban in the kernel, or the nft error;
+- a message outside a transaction, and the start-up ``OK``.
+
+So an ``OK`` means what it means without the relay, and the worker's per-message
+work runs beside rsyslog instead of inside its round trip. The relay keeps the
+CPU affinity it inherited (next to rsyslogd, where a round trip is cheapest);
+the worker drops it and runs wherever the scheduler has room.
+
+Bytes go to the worker verbatim; lines inside a transaction are handed over in
+blocks (one pipe write per ``FORWARD`` bytes) and at each point that needs the
+worker's answer. When either process dies the other ends: the worker reads EOF
+(applies what it holds, exits), the relay sees the pipe broken (exits 1) and
+rsyslog starts a new ``run``, resending everything not answered ``OK``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+from typing import Callable
+
+log = logging.getLogger("omprog-ban")
+
+BEGIN, COMMIT = b"BEGIN TRANSACTION", b"COMMIT TRANSACTION"
+FORWARD = 32 << 10  # bytes of in-transaction lines the relay gathers per pipe write
+PIPE_SIZE = 1 << 20  # the hand-over pipe's capacity (F_SETPIPE_SZ); the default is 64 KiB
+_F_SETPIPE_SZ = 1031
+
+
+class WorkerGone(Exception):
+    """The worker closed its end: it exited or was killed."""
+
+
+def run_split(worker: Callable[[int, int], int], stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+    """Fork ``worker(input_fd, answer_fd)``, relay between rsyslog and it; return the exit code.
+
+    The worker's return value is its exit code; the relay returns it (1 when the
+    worker was killed, or went away while the relay still had lines for it).
+    """
+    to_worker, from_relay = _pipe()
+    from_worker, to_relay = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            os.close(from_relay)
+            os.close(from_worker)
+            _detach(stdin_fd, stdout_fd)
+            code = worker(to_worker, to_relay)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the worker's last words, then its code
+            log.exception("the worker failed")
+        finally:
+            logging.shutdown()
+            os._exit(code)
+    os.close(to_worker)
+    os.close(to_relay)
+    code = 1
+    try:
+        Relay(stdin_fd, stdout_fd, from_relay, from_worker).run()
+    except WorkerGone:
+        log.error("the worker is gone; exiting so that rsyslog starts a new one")
+    finally:
+        os.close(from_relay)  # EOF: the worker applies what it holds and exits
+        code = _wait(pid)
+        os.close(from_worker)
+    return code
+
+
+def _pipe() -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:  # over /proc/sys/fs/pipe-max-size: the default size works too
+        pass
+    return read_end, write_end
+
+
+def _detach(stdin_fd: int, stdout_fd: int) -> None:
+    """In the worker: let go of rsyslog's pipes and of the CPU pin inherited with them."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, stdin_fd)
+    os.dup2(null, stdout_fd)
+    os.close(null)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the relay: the worker ends at EOF
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except OSError:  # a cpuset that allows fewer: keep what we have
+        pass
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 1
+
+
+class Relay:
+    """Read rsyslog's lines, hand them to the worker, answer each one exactly once."""
+
+    def __init__(self, stdin_fd: int, stdout_fd: int, to_worker: int, from_worker: int) -> None:
+        self.stdin_fd, self.stdout_fd = stdin_fd, stdout_fd
+        self.to_worker, self.from_worker = to_worker, from_worker
+        self.held = bytearray()  # lines read but not yet handed to the worker
+        self.answers = b""  # the worker's answers read but not yet passed on
+
+    def run(self) -> None:
+        """Relay until EOF on stdin; raise WorkerGone if the worker ends first."""
+        self.stdout(self.answer())  # the worker's start-up OK (or its exit before one)
+        in_batch = False
+        head = b""  # the first bytes of the line being read (enough to tell a mark)
+        while True:
+            chunk = os.read(self.stdin_fd, 1 << 16)
+            if not chunk:
+                break
+            self.held += chunk
+            replies = []
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                line = head + chunk[start:min(end, start + 32)] if head else chunk[start:min(end, start + 32)]
+                head, start = b"", end + 1
+                if line == BEGIN:
+                    in_batch = True
+                    replies.append(b"OK\n")
+                elif line == COMMIT:
+                    in_batch = False
+                    replies.append(self.verdict())
+                elif in_batch:
+                    replies.append(b"DEFER_COMMIT\n")
+                else:
+                    replies.append(self.verdict())
+            if start < len(chunk) and len(head) < 32:
+                head += chunk[start:start + 32]
+            if len(self.held) >= FORWARD:
+                self.hand_over()
+            if replies:
+                self.stdout(b"".join(replies) if len(replies) > 1 else replies[0])
+        self.hand_over()
+
+    def verdict(self) -> bytes:
+        """Hand over what is held and return the worker's answer to its last line."""
+        self.hand_over()
+        return self.answer()
+
+    def hand_over(self) -> None:
+        """Write the held lines to the worker."""
+        data, self.held = self.held, bytearray()
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.to_worker, view):]
+        except BrokenPipeError:
+            raise WorkerGone() from None
+
+    def answer(self) -> bytes:
+        """Return the worker's next answer line (with its newline)."""
+        while (end := self.answers.find(b"\n")) < 0:
+            chunk = os.read(self.from_worker, 4096)
+            if not chunk:
+                raise WorkerGone()
+            self.answers += chunk
+        line, self.answers = self.answers[:end + 1], self.answers[end + 1:]
+        return line
+
+    def stdout(self, data: bytes) -> None:
+        """Write ``data`` to rsyslog."""
+        while data:
+            data = data[os.write(self.stdout_fd, data):]

@@ -1,0 +1,121 @@
+"""``run`` as two processes: the relay on rsyslog's pipes answers what it may, the worker the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omprog_ban.ledger import Ledger
+from tests.lab import amps_line, wait_for
+
+
+class Run:
+    """``omprog-ban run --dry-run`` on pipes (optionally under taskset), one line at a time as rsyslog sends."""
+
+    def __init__(self, state_dir: Path, pin: str | None = None) -> None:
+        argv = [sys.executable, "-m", "omprog_ban", "run", "--dry-run", "--config", "default", "--state-dir", str(state_dir)]
+        self.state_dir = state_dir
+        self.process = subprocess.Popen(["taskset", "-c", pin, *argv] if pin else argv, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        assert self.process.stdout.readline() == "OK\n"
+
+    def send(self, line: str) -> str:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().rstrip("\n")
+
+    def worker(self) -> int:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def failures(self) -> int:
+        ledger = Ledger(self.state_dir / "dry-run.ledger")
+        try:
+            return sum(record.kind == "F" and record.jail == "amps" for record in ledger.replay())
+        finally:
+            ledger.close()
+
+
+def message(address: str, serial: int) -> str:
+    return json.dumps({"msg": " " + amps_line(address, port=serial), "uuid": f"u{serial}"})
+
+
+def test_a_batch_is_deferred_by_the_relay_and_committed_by_the_worker(tmp_path):
+    run = Run(tmp_path)
+    assert run.send("BEGIN TRANSACTION") == "OK"
+    assert [run.send(message("192.0.2.7", n)) for n in range(25)] == ["DEFER_COMMIT"] * 25
+    assert run.send("COMMIT TRANSACTION") == "OK"
+    assert run.failures() == 25  # every one in the ledger when OK came back
+    assert run.send(message("192.0.2.8", 99)) == "OK"  # outside a transaction: the worker's answer
+    assert run.failures() == 26
+    run.process.stdin.close()
+    assert run.process.wait(10) == 0
+    bans = [json.loads(line) for line in run.process.stderr.read().splitlines() if line.startswith("{")]
+    assert [ban["host"] for ban in bans] == ["192.0.2.7"]
+
+
+def test_the_worker_leaves_the_inherited_cpu_pin_and_the_relay_keeps_it(tmp_path):
+    if (os.cpu_count() or 1) < 2:
+        return  # one CPU: nothing to leave (the machines CI runs on have two)
+    run = Run(tmp_path, pin="1")
+    try:
+        assert os.sched_getaffinity(run.process.pid) == {1}
+        assert os.sched_getaffinity(run.worker()) == set(range(os.cpu_count()))
+    finally:
+        run.process.kill()
+        run.process.wait()
+
+
+def test_a_killed_worker_ends_the_relay_so_rsyslog_starts_a_new_run(tmp_path):
+    run = Run(tmp_path)
+    assert run.send("BEGIN TRANSACTION") == "OK"
+    assert run.send(message("192.0.2.9", 1)) == "DEFER_COMMIT"
+    os.kill(run.worker(), signal.SIGKILL)
+    run.process.stdin.write("COMMIT TRANSACTION\n")
+    run.process.stdin.flush()
+    assert run.process.stdout.readline() == ""  # no OK: rsyslog resends the batch to the next run
+    assert run.process.wait(10) != 0
+    assert "the worker is gone" in run.process.stderr.read()
+
+
+def test_a_killed_relay_lets_the_worker_finish_and_free_the_state(tmp_path):
+    run = Run(tmp_path)
+    worker = run.worker()
+    assert run.send("BEGIN TRANSACTION") == "OK"
+    assert [run.send(message("192.0.2.10", n)) for n in range(10)] == ["DEFER_COMMIT"] * 10
+    assert run.send("COMMIT TRANSACTION") == "OK"
+    assert run.send("BEGIN TRANSACTION") == "OK"
+    assert [run.send(message("192.0.2.10", n)) for n in range(10, 15)] == ["DEFER_COMMIT"] * 5  # not committed
+    run.process.kill()  # SIGKILL: the worker reads EOF, finishes and exits
+    run.process.wait()
+    assert wait_for(lambda: not Path(f"/proc/{worker}").exists() or Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z", 10)
+    again = Run(tmp_path)  # the lock is free: a new run starts at once
+    try:
+        assert again.failures() == 10  # the committed batch; the other one rsyslog resends, in full:
+        assert again.send("BEGIN TRANSACTION") == "OK"
+        assert [again.send(message("192.0.2.10", n)) for n in range(10, 15)] == ["DEFER_COMMIT"] * 5
+        assert again.send(message("192.0.2.10", 15)) == "DEFER_COMMIT"
+        assert again.send("COMMIT TRANSACTION") == "OK"
+        assert again.failures() == 16
+    finally:
+        again.process.stdin.close()
+        again.process.wait(10)
+
+
+def test_many_lines_in_one_write_get_one_answer_each_in_order(tmp_path):
+    run = Run(tmp_path)
+    lines = ["BEGIN TRANSACTION", *(message("192.0.2.11", n) for n in range(5)), "COMMIT TRANSACTION",
+             "plain text", "BEGIN TRANSACTION", "COMMIT TRANSACTION"]
+    run.process.stdin.write("".join(line + "\n" for line in lines))
+    run.process.stdin.flush()
+    answers = [run.process.stdout.readline().rstrip("\n") for _ in lines]
+    assert answers == ["OK", *["DEFER_COMMIT"] * 5, "OK", "OK", "OK", "OK"]
+    started = time.monotonic()
+    run.process.stdin.close()
+    assert run.process.wait(10) == 0 and time.monotonic() - started < 5
