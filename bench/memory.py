@@ -1,7 +1,8 @@
 """Memory: RSS of ``omprog-ban run --dry-run`` at rest, and bytes per address the engine tracks.
 
 - At rest: the child is started on pipes with bench/jails.toml (five jails),
-  answers its start-up OK, then sits idle for a second; its VmRSS is read.
+  answers its start-up OK, then sits idle for a second; the PSS of its two
+  processes (relay and worker) is summed, and each one's VmRSS is given beside.
 - Per address: a fresh interpreter (``python -m bench.memory --worker``)
   builds a ``Tracker`` with the amps jail's policy and records one failure for
   each of N distinct addresses (all inside their window, none banned). Bytes
@@ -31,8 +32,12 @@ TRACED_SHARE = 5  # tracemalloc slows recording sevenfold: it counts a fifth of 
 FIRST = {4: ipaddress.IPv4Address("198.18.0.0"), 6: ipaddress.IPv6Address("2001:db8:f100::")}
 
 
-def at_rest(workdir: Path) -> int:
-    """Return the VmRSS (KiB) of an idle ``omprog-ban run --dry-run`` after its start-up OK."""
+def at_rest(workdir: Path) -> dict[str, int]:
+    """Return the memory (KiB) of an idle ``omprog-ban run --dry-run`` after its start-up OK.
+
+    ``run`` is two processes (the relay and the worker it forked): their VmRSS
+    each, and the sum of their PSS (a page they share counts once in it).
+    """
     shutil.rmtree(workdir, ignore_errors=True)
     config = write_config(workdir / "omprog-ban.toml", workdir / "state")
     child = Child(run_argv(config, "--dry-run"), workdir / "omprog-ban.log")
@@ -40,9 +45,20 @@ def at_rest(workdir: Path) -> int:
         if child.reply() != "OK":
             raise RuntimeError(f"omprog-ban run --dry-run did not start; see {workdir / 'omprog-ban.log'}")
         time.sleep(1.0)
-        return rss_kib(child.process.pid)
+        relay = child.process.pid
+        workers = [int(pid) for pid in Path(f"/proc/{relay}/task/{relay}/children").read_text().split()]
+        pids = [relay, *workers]
+        return {"relay": rss_kib(relay), "worker": sum(rss_kib(pid) for pid in workers),
+                "pss": sum(_pss_kib(pid) for pid in pids)}
     finally:
         child.close()
+
+
+def _pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss for {pid}")
 
 
 def track(addresses: int, family: int, traced: bool) -> float:
@@ -73,7 +89,9 @@ def per_address(addresses: int, family: int, traced: bool) -> float:
 def run(workdir: Path, addresses: int) -> list[Row]:
     """Measure both; return the table's rows."""
     rest = at_rest(workdir / "memory")
-    rows = [Row("memory", "omprog-ban run --dry-run at rest (5 jails)", "-", f"{figure(rest / 1024)} MiB RSS")]
+    rows = [Row("memory", "omprog-ban run --dry-run at rest (5 jails): relay + worker", "-",
+                f"{figure(rest['pss'] / 1024)} MiB PSS", notes=f"VmRSS: relay {figure(rest['relay'] / 1024)} MiB, "
+                f"worker {figure(rest['worker'] / 1024)} MiB (pages they share count in both)")]
     for family in (4, 6):
         rss = per_address(addresses, family, traced=False)
         traced = per_address(max(1000, addresses // TRACED_SHARE), family, traced=True)
