@@ -83,6 +83,13 @@ class LineReader:
             self._lines.extend(piece + b"\n" for piece in pieces)
         return self._lines.popleft()
 
+    def read_until(self, marks: tuple[bytes, ...]) -> list[bytes]:
+        """Return (and take) the whole lines already read, up to the first one in ``marks``; never wait."""
+        lines, taken = self._lines, []
+        while lines and lines[0] not in marks:
+            taken.append(lines.popleft())
+        return taken
+
 
 def serve(
     handle: Callable[..., object],
@@ -93,6 +100,7 @@ def serve(
     clock: Callable[[], float] = time.time,
     interval: float = 2.0,
     relayed: bool = False,
+    handle_many: Callable[..., object] | None = None,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
@@ -105,6 +113,9 @@ def serve(
     ``DEFER_COMMIT`` once its failures are in the ledger, and the batch's bans go
     to the kernel in one nft transaction at the commit, which is answered ``OK``
     only after the kernel accepted them.
+
+    ``handle_many(lines, defer=True)``, when given, takes the messages of a
+    transaction that are already read in one call (each still answered).
 
     ``relayed``: the lines come from :mod:`omprog_ban.relay`, which answered
     ``BEGIN TRANSACTION`` and each message inside a transaction itself; only the
@@ -135,10 +146,18 @@ def serve(
         elif raw == COMMIT:
             in_batch, reply = False, _reply(flush)
         elif in_batch:
-            reply = _reply(handle, frame(raw, now), defer=True)
+            more = reader.read_until(MARKS) if handle_many is not None else []
+            if more:
+                group = [frame(raw, now), *(frame(line, now) for line in more)]
+                reply = _reply(handle_many, group, defer=True)
+            else:
+                reply = _reply(handle, frame(raw, now), defer=True)
             if relayed:  # answered DEFER_COMMIT already; what went wrong shows at the commit
                 continue
             reply = "DEFER_COMMIT" if reply == "OK" else reply
+            if more:
+                _write(stdout_fd, (reply + "\n").encode() * (1 + len(more)))
+                continue
         else:
             reply = _reply(handle, frame(raw, now))
         _write(stdout_fd, b"OK\n" if reply == "OK" else (reply + "\n").encode())
@@ -150,6 +169,7 @@ def _write(fd: int, data: bytes) -> None:
 
 
 BEGIN, COMMIT = b"BEGIN TRANSACTION\n", b"COMMIT TRANSACTION\n"
+MARKS = (BEGIN, COMMIT)
 
 
 def _reply(action: Callable[..., object], *args, **kwargs) -> str:
@@ -159,5 +179,5 @@ def _reply(action: Callable[..., object], *args, **kwargs) -> str:
         log.error("nft refused a ban, rsyslog will resend: %s", error)
         return "nft error: " + " ".join(str(error).split())[:400]
     except Exception:  # a bug must not kill the pipe; the line is answered and logged
-        log.exception("could not process a message; answered OK: %r", args[0].text[:200] if args else "")
+        log.exception("could not process a message; answered OK: %r", getattr(args[0], "text", "")[:200] if args else "")
     return "OK"

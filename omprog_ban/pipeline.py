@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from omprog_ban import rails, recovery
 from omprog_ban.config import Config, Jail
@@ -127,21 +127,47 @@ class Pipeline:
         ``defer``: leave the bans in ``pending`` for one ``flush`` at the end of a
         batch (an rsyslog transaction, a journal wake-up) instead of applying now.
         """
+        return self.handle_many((line,), defer)
+
+    def handle_many(self, lines: Iterable[LogLine], defer: bool = False) -> list[Ban]:
+        """``handle`` for several lines in order: the same decisions, one ledger write.
+
+        When it returns, every failure the lines carried is in the ledger. A line
+        that raises (a bug) is logged and passed over; the others still count.
+        """
         if not defer and self.pending:
             self.flush()
+        records: list[str] = []  # ledger lines
+        bans: list[Ban] = []
+        try:
+            for line in lines:
+                try:
+                    self._count(line, records, bans)
+                except Exception:  # noqa: BLE001 - one bad line must not cost the others
+                    log.exception("could not process a message; passed over: %r", line.text[:200])
+        finally:
+            if records:
+                self.ledger.append_bytes("".join(records).encode())
+        if bans:
+            self.pending.extend(bans)
+            if not defer:
+                self.flush()
+        return bans
+
+    def _count(self, line: LogLine, records: list[str], bans: list[Ban]) -> None:
+        """Count one line: its failures' ledger lines go to ``records``, the bans they trigger to ``bans``."""
         found = self.failures(line)
         if not found:
             if line.key is None:
                 self.last_key = None  # see _settle
-            return []
+            return
         ledger = self.ledger
         key = ""
         if ledger is not None:
             key = line.key or "h" + hashlib.blake2b(line.text.encode(), digest_size=8).hexdigest()
             if key == self.last_key or key in self.seen:  # a resent message: counted already
                 self._settle(line)
-                return []
-        records, bans = [], []
+                return
         factor = self.shields.observe(line.received, len(found)) if self.shields.rate else 1.0
         record = self.tracker.record
         for jail, failure in found:
@@ -164,15 +190,9 @@ class Pipeline:
             if prefix is not None:
                 bans.append(prefix)
         if ledger is not None:
-            ledger.append_bytes("".join(records).encode())
             self.remember(line.key)
         self.last_key = key
-        if bans:
-            self.pending.extend(bans)
-            if not defer:
-                self.flush()
         self._settle(line)
-        return bans
 
     def _allowed(self, ban: Ban) -> bool:
         """Ask the jail's circuit breaker; log loudly when it holds a ban back."""

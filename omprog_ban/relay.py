@@ -21,7 +21,8 @@ and passes on the worker's answer, which follows the worker's durable work, for:
 So an ``OK`` means what it means without the relay, and the worker's per-message
 work runs beside rsyslog instead of inside its round trip. The relay keeps the
 CPU affinity it inherited (next to rsyslogd, where a round trip is cheapest);
-the worker drops it and runs wherever the scheduler has room.
+the worker drops it: it runs on the CPUs rsyslogd was not pinned to (any CPU
+when rsyslogd was not pinned).
 
 Bytes go to the worker verbatim; lines inside a transaction are handed over in
 blocks (one pipe write per ``FORWARD`` bytes) and at each point that needs the
@@ -104,9 +105,19 @@ def _detach(stdin_fd: int, stdout_fd: int) -> None:
     os.close(null)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the relay: the worker ends at EOF
     try:
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        os.sched_setaffinity(0, worker_cpus(os.sched_getaffinity(0), os.cpu_count() or 1))
     except OSError:  # a cpuset that allows fewer: keep what we have
         pass
+
+
+def worker_cpus(inherited: set[int], count: int) -> set[int]:
+    """Return the CPUs the worker runs on: those rsyslog was not pinned to, or all when it was not pinned.
+
+    rsyslogd pinned to some CPUs keeps them busy; the worker works beside it,
+    not in its way. Unpinned (the usual case), the scheduler decides.
+    """
+    every = set(range(count))
+    return (every - inherited) or every
 
 
 def _wait(pid: int) -> int:

@@ -121,3 +121,25 @@ def test_a_transaction_cut_short_by_eof_still_applies_its_bans(tmp_path):
     for i in range(20):
         assert child.send(json.dumps({"msg": amps_line("192.0.2.44", port=i), "uuid": f"e{i}"})) == "DEFER_COMMIT"
     assert [b["host"] for b in child.bans()] == ["192.0.2.44"]  # EOF before COMMIT: applied on the way out
+
+
+def test_messages_of_a_transaction_already_read_go_to_handle_many_in_one_call(tmp_path):
+    import os
+
+    from omprog_ban.omprog import serve
+
+    lines = ["BEGIN TRANSACTION", *(f"m{n}" for n in range(50)), "COMMIT TRANSACTION", "alone"]
+    source = tmp_path / "in"
+    source.write_bytes("".join(line + "\n" for line in lines).encode())
+    replies = tmp_path / "out"
+    calls: list[list[str]] = []
+    singles: list[str] = []
+    in_fd, out_fd = os.open(source, os.O_RDONLY), os.open(replies, os.O_WRONLY | os.O_CREAT)
+    try:
+        serve(lambda line, defer=False: singles.append(line.text), lambda: None, lambda now: None, in_fd, out_fd,
+              handle_many=lambda group, defer=False: calls.append([line.text for line in group]))
+    finally:
+        os.close(in_fd)
+        os.close(out_fd)
+    assert calls == [[f"m{n}" for n in range(50)]] and singles == ["alone"]
+    assert replies.read_text().split("\n")[:-1] == ["OK", "OK", *["DEFER_COMMIT"] * 50, "OK", "OK"]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from omprog_ban.ledger import Ledger
+from omprog_ban.relay import worker_cpus
 from tests.lab import amps_line, wait_for
 
 
@@ -60,13 +61,19 @@ def test_a_batch_is_deferred_by_the_relay_and_committed_by_the_worker(tmp_path):
     assert [ban["host"] for ban in bans] == ["192.0.2.7"]
 
 
+def test_worker_cpus_avoid_a_pinned_rsyslog_else_take_any():
+    assert worker_cpus({1}, 2) == {0}
+    assert worker_cpus({0, 1}, 2) == {0, 1}
+    assert worker_cpus({2, 3}, 4) == {0, 1}
+
+
 def test_the_worker_leaves_the_inherited_cpu_pin_and_the_relay_keeps_it(tmp_path):
     if (os.cpu_count() or 1) < 2:
         return  # one CPU: nothing to leave (the machines CI runs on have two)
     run = Run(tmp_path, pin="1")
     try:
         assert os.sched_getaffinity(run.process.pid) == {1}
-        assert os.sched_getaffinity(run.worker()) == set(range(os.cpu_count()))
+        assert os.sched_getaffinity(run.worker()) == set(range(os.cpu_count())) - {1}
     finally:
         run.process.kill()
         run.process.wait()

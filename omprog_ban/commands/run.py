@@ -57,6 +57,7 @@ def work(config, args, input_fd: int, answer_fd: int) -> int:
     log.info("ready: %d jail(s) %s, table inet %s%s", len(config.jails), ", ".join(config.jails),
              config.table, " (dry run)" if args.dry_run else "")
     try:
-        return serve(runtime.pipeline.handle, runtime.pipeline.flush, runtime.maintain, input_fd, answer_fd, relayed=True)
+        return serve(runtime.pipeline.handle, runtime.pipeline.flush, runtime.maintain, input_fd, answer_fd,
+                     relayed=True, handle_many=runtime.pipeline.handle_many)
     finally:
         runtime.close()
