@@ -45,7 +45,7 @@ def frame(raw: bytes, received: float) -> LogLine:
             meta = data  # the template's other properties (uuid, programname, ...)
     if text.startswith(" "):  # rsyslog's %msg% keeps the space after the tag's colon
         text = text[1:]
-    return LogLine(text=text, received=received, key=key, meta=meta)
+    return LogLine(text, received, key, meta)
 
 
 class LineReader:

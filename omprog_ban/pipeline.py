@@ -84,7 +84,8 @@ class Pipeline:
         # Per grammar: its keyword scan, its matcher (the compiled regex when it has
         # one), its convert, and its jails with their counters, all looked up once.
         self._routes = [(GRAMMARS[name].keyword_scan, _matcher(GRAMMARS[name]), GRAMMARS[name].convert,
-                         [(jail, self._counters[jail.name]) for jail in group]) for name, group in routes.items()]
+                         [(jail, self._counters[jail.name], jail.filtered) for jail in group])
+                        for name, group in routes.items()]
 
     def protected(self) -> tuple:
         """Return what is never banned: loopback and the like, ``never_ban``, our own addresses."""
@@ -108,7 +109,7 @@ class Pipeline:
             fields = match(text)
             # Live, decisions use the time the line was received: its stamp is not converted.
             failure = None if fields is None else convert(fields, line.received if self.log_time else None)
-            for jail, counters in jails:
+            for jail, counters, filtered in jails:
                 counters.candidates += 1
                 if fields is None:
                     continue
@@ -117,7 +118,7 @@ class Pipeline:
                     continue
                 counters.matched += 1
                 counters.last_match = line.received
-                if failure.rule in jail.rules and (not jail.filtered or jail.admits(failure.fields, line.meta)):
+                if failure.rule in jail.rules and (not filtered or jail.admits(failure.fields, line.meta)):
                     found.append((jail, failure))
         return found
 
