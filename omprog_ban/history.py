@@ -17,6 +17,7 @@ bound. An index on (jail, address, time) makes the repeat-offender question
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sqlite3
 import time
@@ -168,8 +169,8 @@ class History:
 
 def _text(address: Any) -> str:
     """Return the row's address: a one-address network is written as the address."""
-    if getattr(address, "num_addresses", 0) == 1:
-        return str(address.network_address)
+    if isinstance(address, (ipaddress.IPv4Network, ipaddress.IPv6Network)):  # not getattr: a miss raises inside
+        return str(address.network_address) if address.num_addresses == 1 else text(address)
     return text(address)
 
 

@@ -155,6 +155,11 @@ class Rsyslog:
         found = self._runs()
         return next((pid for pid, parent in found.items() if parent not in found), None)
 
+    def worker(self) -> int | None:
+        """Return the pid of the worker the omprog-ban child forked, or None."""
+        found = self._runs()
+        return next((pid for pid, parent in found.items() if parent in found), None)
+
     def _runs(self) -> dict[int, int]:
         """Return {pid: parent pid} of every ``omprog-ban run`` process with this config."""
         found = {}

@@ -67,6 +67,31 @@ def test_random_sigkills_under_steady_attack_lose_nothing_and_count_nothing_twic
         rsyslog.stop()
 
 
+def test_sigkilled_workers_mid_batch_lose_nothing_and_count_nothing_twice(tmp_path, server):
+    rsyslog = started(tmp_path, server)
+    try:
+        attackers = [f"192.0.2.{n}" for n in range(101, 121)]  # 10 failures each: must be banned
+        bystanders = [f"198.51.100.{n}" for n in range(101, 121)]  # 9 failures each: must not be
+        lines = [amps_line(a, port=i) for a in attackers for i in range(10)]
+        lines += [amps_line(b, port=i) for b in bystanders for i in range(9)]
+        random.Random(13).shuffle(lines)
+        killed: set[int] = set()
+        for batch, start in enumerate(range(0, len(lines), 40)):
+            rsyslog.write_amps(lines[start:start + 40])
+            if batch % 2 == 1:  # the worker dies with a batch in hand; its relay ends, rsyslog resends the batch
+                worker = wait_for(lambda: (pid := rsyslog.worker()) not in killed and pid, 20)
+                if worker:
+                    time.sleep(0.01)
+                    os.kill(worker, signal.SIGKILL)
+                    killed.add(worker)
+        assert len(killed) >= 3
+        assert wait_for(lambda: banned(server) == set(attackers), 30), sorted(banned(server))
+        time.sleep(1.0)
+        assert banned(server) == set(attackers)
+    finally:
+        rsyslog.stop()
+
+
 def test_messages_queued_when_rsyslog_stops_are_processed_after_it_starts(tmp_path, server):
     rsyslog = started(tmp_path, server)
     try:
