@@ -88,7 +88,7 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     address = tokens.to_address(result.get("bracketed") or result.get("plain") or "")
     if address is None:  # 999.1.1.1, a host name: not an address Apache wrote
         return None
-    rule = next(rule for marker, rule in RULES.items() if result.get(marker) is not None)
+    rule = tokens.marked(result, RULES)
     return Failure(
         grammar="apache-error",
         rule=rule,

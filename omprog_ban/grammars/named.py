@@ -100,7 +100,7 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     address = tokens.to_address(result["peer"])
     if address is None:  # 999.1.1.1: not an address named wrote
         return None
-    rule = next(rule for marker, rule in RULES.items() if result.get(marker) is not None)
+    rule = tokens.marked(result, RULES)
     qname, qtype = question(result)
     return Failure(
         grammar="named",

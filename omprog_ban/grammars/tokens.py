@@ -147,7 +147,26 @@ def _memoised(convert):
     return remembered
 
 
-@_memoised
+def _fractional(convert):
+    """Remember ``convert``'s answers by the stamp without its fraction of a second, and add
+    the fraction: lines of one second share the conversion, though their stamps all differ."""
+    whole_seconds = _memoised(convert)
+
+    def converted(text: str) -> float | None:
+        dot = text.find(".")
+        if dot < 0:
+            return whole_seconds(text)
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        base = whole_seconds(text[:dot] + text[end:])
+        return None if base is None else base + (float(text[dot:end]) if end > dot + 1 else 0.0)
+
+    converted.__doc__, converted.__name__ = convert.__doc__, convert.__name__
+    return converted
+
+
+@_fractional
 def named_seconds(text: str) -> float | None:
     """Return BIND's file-channel stamp (``13-Aug-2013 12:40:37.123``) as epoch seconds."""
     date, clock = text.split()
@@ -155,7 +174,7 @@ def named_seconds(text: str) -> float | None:
     return _local_seconds(year, month, day, clock)
 
 
-@_memoised
+@_fractional
 def apache_seconds(text: str) -> float | None:
     """Return Apache's error-log stamp (``Sun Nov 05 09:34:27.123456 2017``, local) as epoch seconds."""
     _weekday, month, day, clock, year = text.split()
@@ -185,6 +204,15 @@ def clf_seconds(text: str) -> float | None:
         return moment.replace(tzinfo=timezone(offset)).timestamp()
     except ValueError:  # 31/Feb, an offset of a day or more
         return None
+
+
+def marked(result: Mapping[str, str | None], markers: Mapping[str, str]) -> str:
+    """Return the rule of the first marker group (an empty named group that opens an
+    alternative) the parse filled; a grammar built that way always fills one."""
+    for marker, rule in markers.items():
+        if result.get(marker) is not None:
+            return rule
+    raise ValueError("no rule marker in the parse")
 
 
 # --- carrier prefixes -----------------------------------------------------------
