@@ -34,10 +34,11 @@ class Sizes:
     flood_addresses: int
     memory_addresses: int
     ledger_records: int
+    replay_repeat: int  # runs per reader and file; the fastest counts
 
 
-FULL = Sizes(100_000, 200_000, 10_000, 100_000, 1_000_000, 200_000)
-SMOKE = Sizes(2_000, 2_000, 200, 2_000, 20_000, 2_000)
+FULL = Sizes(100_000, 200_000, 10_000, 100_000, 1_000_000, 200_000, 3)
+SMOKE = Sizes(2_000, 2_000, 200, 2_000, 20_000, 2_000, 1)
 
 
 def machine() -> str:
@@ -68,7 +69,7 @@ def main() -> int:
     time.tzset()
     sizes = SMOKE if args.smoke else FULL
     steps = [
-        ("replay", lambda: replay.run(args.out, sizes.replay_lines, args.seed)),
+        ("replay", lambda: replay.run(args.out, sizes.replay_lines, args.seed, sizes.replay_repeat)),
         ("rsyslog", lambda: rsyslog.run(args.out, sizes.rsyslog_lines, args.seed)),
         ("latency", lambda: latency.run(args.out, sizes.latency_bans, args.seed)),
         ("flood", lambda: flood.run(args.out, sizes.flood_addresses, args.seed)),

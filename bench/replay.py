@@ -1,18 +1,20 @@
 """omprog-ban replay and test against fail2ban-regex, on the same files in one run.
 
-- ``omprog-ban replay``: in this process, the replay command's own pieces
-  (``Pipeline`` with its ``Collect`` backend, ``read_lines``, ``file_time``) on
-  one jail of bench/jails.toml; timed from the first line read to the last
-  line handled (config loading and imports excluded; printing the bans too).
-- ``omprog-ban test --grammar G FILE``: the command itself (``cli.main``) in
-  this process, output captured; its time on an empty file is subtracted.
+- ``omprog-ban replay``: in a fresh interpreter (no memo warm from an earlier
+  run), the replay command's own pieces (``Pipeline`` with its ``Collect``
+  backend, ``read_lines``, ``file_time``) on one jail of bench/jails.toml; timed
+  from the first line read to the last line handled (config loading and
+  imports excluded; printing the bans too).
+- ``omprog-ban test --grammar G FILE``: the command itself (``cli.main``) in a
+  fresh interpreter, output captured; its time on an empty file is subtracted.
 - ``fail2ban-regex -r FILE FILTER``: a subprocess; the time is its own
   ``[processed in X sec]`` (its start-up excluded, like ours). Below 0.1 s that
   figure is too coarse and the wall time less the wall time on an empty file
   is taken instead.
 
-Both sides also report how many lines counted as failures, as a check that the
-filters are equivalent. ``python -m bench.replay [--lines N]``.
+Each of the three runs ``--repeat`` times (3), taking turns, and the fastest run
+of each counts. Both sides also report how many lines counted as failures, as a
+check that the filters are equivalent. ``python -m bench.replay [--lines N]``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +159,31 @@ def fail2ban_regex(path: Path, filter_path: Path, empty: Path) -> Timing:
     return Timing(int(lines), seconds, int(matched))
 
 
-def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
-    """Generate the logs into ``workdir``, time every reader on each; return the table's rows."""
+def fresh(kind: str, service: str, path: Path, workdir: Path) -> Timing:
+    """Time ``omprog_replay`` (kind "replay") or ``omprog_test`` ("test") in a fresh interpreter,
+    as fail2ban-regex runs: no memo (addresses, stamps) is warm from an earlier run."""
+    done = subprocess.run([sys.executable, "-m", "bench.replay", "--time", kind, service, str(path), "--out", str(workdir)],
+                          capture_output=True, text=True, cwd=HERE.parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.replay --time {kind} {service} {path}: {done.stderr[-500:]}")
+    return Timing(**json.loads(done.stdout))
+
+
+def _time_one(kind: str, service: str, path: Path, workdir: Path) -> Timing:
+    spec = SERVICES[service]
+    if kind == "replay":
+        return omprog_replay(jail_config(service, workdir / "state"), path)
+    empty = workdir / "empty.log"
+    empty.write_text("")
+    return omprog_test(spec.grammar, path, empty)
+
+
+def run(workdir: Path, lines: int, seed: int = 7, repeat: int = 3) -> list[Row]:
+    """Generate the logs into ``workdir``, time every reader on each; return the table's rows.
+
+    Each reader runs ``repeat`` times, the three taking turns, and its fastest run counts:
+    the same rule for both sides, and a run slowed by the machine does not decide a ratio.
+    """
     ensure_fail2ban()
     logs = workdir / "logs"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -165,9 +192,12 @@ def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
     rows = []
     for service, mix, path in generate.write_all(logs, lines, seed):
         spec = SERVICES[service]
-        replayed = omprog_replay(jail_config(service, workdir / "state"), path)
-        tested = omprog_test(spec.grammar, path, empty)
-        peer = fail2ban_regex(path, spec.filter, empty)
+        runs: dict[str, list[Timing]] = {"replay": [], "test": [], "fail2ban": []}
+        for _ in range(repeat):
+            runs["replay"].append(fresh("replay", service, path, workdir))
+            runs["test"].append(fresh("test", service, path, workdir))
+            runs["fail2ban"].append(fail2ban_regex(path, spec.filter, empty))
+        replayed, tested, peer = (min(runs[kind], key=lambda timing: timing.seconds) for kind in ("replay", "test", "fail2ban"))
         reference = f"fail2ban-regex {rate(peer.lines, peer.seconds)}"
         case = f"{service} {mix}"
         notes = f"failures {count(replayed.failures)} / fail2ban {count(peer.failures)}; {count(replayed.bans)} bans"
@@ -184,10 +214,17 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=100_000, help="lines per file (default 100000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=HERE / "out")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per reader and file; the fastest counts")
+    parser.add_argument("--time", nargs=3, metavar=("KIND", "SERVICE", "FILE"),
+                        help="internal: time one run of replay or test in this (fresh) interpreter; print it as JSON")
     args = parser.parse_args()
     os.environ["TZ"] = "UTC"
     time.tzset()
-    print(render(run(args.out, args.lines, args.seed)))
+    if args.time:
+        kind, service, path = args.time
+        print(json.dumps(dataclasses.asdict(_time_one(kind, service, Path(path), args.out))))
+        return
+    print(render(run(args.out, args.lines, args.seed, args.repeat)))
 
 
 if __name__ == "__main__":
