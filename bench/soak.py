@@ -55,8 +55,8 @@ def soak(minutes: float, seed: int) -> int:
                 rsyslog.write_amps(lines[start:start + 25])
                 time.sleep(pace.uniform(0, 0.02))
                 fault = pace.random()
-                if fault < 0.02 and (child := rsyslog.child()):
-                    os.kill(child, signal.SIGKILL)
+                if fault < 0.02 and (child := rsyslog.child() if fault < 0.01 else rsyslog.worker()):
+                    os.kill(child, signal.SIGKILL)  # run's relay or its worker, half and half
                     kills += 1
                 elif fault < 0.03:
                     server.run(["nft", "flush", "ruleset"])

@@ -71,7 +71,8 @@ def active(pipeline: Pipeline, now: float) -> list[Ban]:
 
 
 def compact(pipeline: Pipeline, now: float) -> None:
-    """Rewrite the ledger with only what still matters at ``now``: running bans, open windows."""
+    """Rewrite the ledger with only what still matters at ``now``: running bans, open windows,
+    and the delivery keys of recent messages (``Pipeline.seen``)."""
     if pipeline.ledger is None:
         return
     pipeline.tracker.expire(now)
@@ -79,8 +80,12 @@ def compact(pipeline: Pipeline, now: float) -> None:
     records = [Record("B", now, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in active(pipeline, now)]
     for jail, address, times in pipeline.tracker.windows():
         records.extend(Record("F", moment, jail, str(address), "") for moment in times)
+    # The delivery keys of recent messages: whatever rsyslog may resend (one message,
+    # or a whole uncommitted batch) is still recognised after the next crash too.
+    keys = [key for key in pipeline.seen if key != pipeline.last_key]
     if pipeline.last_key:
-        records.append(Record("F", now, "-", "-", pipeline.last_key))  # keeps the resend key
+        keys.append(pipeline.last_key)  # last: restore takes the last key read as last_key
+    records.extend(Record("F", now, "-", "-", key) for key in keys)
     pipeline.ledger.compact(records)
 
 

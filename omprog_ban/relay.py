@@ -47,6 +47,7 @@ from typing import Callable
 log = logging.getLogger("omprog-ban")
 
 BEGIN, COMMIT = b"BEGIN TRANSACTION", b"COMMIT TRANSACTION"
+GONE = b"omprog-ban: the worker is gone, the batch was not committed\n"  # an error answer: rsyslog resends
 FORWARD = 32 << 10  # bytes of in-transaction lines the relay gathers per pipe write
 PIPE_SIZE = 1 << 20  # the hand-over pipe's capacity (F_SETPIPE_SZ); the default is 64 KiB
 _F_SETPIPE_SZ = 1031
@@ -78,6 +79,8 @@ def run_split(worker: Callable[[int, int], int], stdin_fd: int = 0, stdout_fd: i
             code = worker(to_worker, to_relay)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
+        except BrokenPipeError:  # the relay died (rsyslog starts another run): nothing to answer to
+            log.warning("the relay is gone; the worker exits")
         except BaseException:  # noqa: BLE001 - the worker's last words, then its code
             log.exception("the worker failed")
         finally:
@@ -150,9 +153,16 @@ class Relay:
         self.answers = b""  # the worker's answers read but not yet passed on
         self._poll = select.poll()
         self._poll.register(from_worker, select.POLLIN)
+        self.gone = False  # the worker died inside a transaction: its commit gets GONE
 
     def run(self) -> None:
-        """Relay until EOF on stdin; raise WorkerGone if the worker ends first."""
+        """Relay until EOF on stdin; raise WorkerGone if the worker ends first.
+
+        A worker that dies inside a transaction is not given away by a missing
+        answer in the middle of it (rsyslog would not resend the messages it had
+        answered DEFER_COMMIT): the rest of the batch is answered as before, and
+        its commit with an error, so rsyslog resends the whole batch.
+        """
         self.stdout(self.answer())  # the worker's start-up OK (or its exit before one)
         in_batch = False
         head = b""  # the first bytes of the line being read (enough to tell a mark)
@@ -171,7 +181,11 @@ class Relay:
                     replies.append(b"OK\n")
                 elif line == COMMIT:
                     in_batch = False
-                    replies.append(self.verdict())
+                    try:
+                        replies.append(self.verdict())
+                    except WorkerGone:
+                        self.stdout(b"".join(replies) + GONE)
+                        raise
                 elif in_batch:
                     replies.append(b"DEFER_COMMIT\n")
                 else:
@@ -179,24 +193,33 @@ class Relay:
             if start < len(chunk) and len(head) < 32:
                 head += chunk[start:start + 32]
             if len(self.held) >= FORWARD:
-                self.hand_over()
+                try:
+                    self.hand_over()
+                except WorkerGone:
+                    if not in_batch:
+                        raise
             if replies:
                 self.stdout(b"".join(replies) if len(replies) > 1 else replies[0])
         self.hand_over()
 
     def verdict(self) -> bytes:
         """Hand over what is held and return the worker's answer to its last line."""
+        if self.gone:
+            raise WorkerGone()
         self.hand_over()
         return self.answer()
 
     def hand_over(self) -> None:
-        """Write the held lines to the worker."""
+        """Write the held lines to the worker (or drop them once it is gone)."""
         data, self.held = self.held, bytearray()
+        if self.gone:
+            return
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(self.to_worker, view):]
         except BrokenPipeError:
+            self.gone = True
             raise WorkerGone() from None
 
     def answer(self) -> bytes:
@@ -207,6 +230,7 @@ class Relay:
                 pass
             chunk = os.read(self.from_worker, 4096)
             if not chunk:
+                self.gone = True
                 raise WorkerGone()
             self.answers += chunk
         line, self.answers = self.answers[:end + 1], self.answers[end + 1:]

@@ -92,6 +92,27 @@ def test_sigkilled_workers_mid_batch_lose_nothing_and_count_nothing_twice(tmp_pa
         rsyslog.stop()
 
 
+def test_a_child_that_dies_before_its_start_up_ok_is_started_again(tmp_path, server):
+    import fcntl
+
+    rsyslog = started(tmp_path, server)
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    holder = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # the child's worker waits for it: no start-up OK yet
+        rsyslog.write_amps([amps_line("192.0.2.60", port=i) for i in range(10)])
+        child = wait_for(rsyslog.child, 10)
+        assert child
+        time.sleep(0.3)
+        os.kill(child, signal.SIGKILL)  # dies before its OK (rsyslog 8.2302 with forceSingleInstance hung here)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        assert wait_for(lambda: banned(server) == {"192.0.2.60"}, 20), rsyslog.log_text()
+    finally:
+        os.close(holder)
+        rsyslog.stop()
+
+
 def test_messages_queued_when_rsyslog_stops_are_processed_after_it_starts(tmp_path, server):
     rsyslog = started(tmp_path, server)
     try:

@@ -62,6 +62,21 @@ def test_a_ban_cut_off_by_a_crash_is_applied_at_restart(tmp_path):
     assert [(str(b.address), round(b.bantime, 2)) for b in backend.applied] == [("192.0.2.2", 119.69)]
 
 
+def test_a_resent_batch_is_recognised_after_two_crashes_in_a_row(tmp_path):
+    ledger = tmp_path / "ledger"
+    first = Pipeline(config.load(None), FlakyBackend(0), Ledger(ledger))
+    first.handle_many([line("192.0.2.3", port, f"u{port}") for port in range(15)], defer=True)
+    # killed before the commit; the next process dies too before rsyslog resends the batch
+    second = Pipeline(config.load(None), FlakyBackend(0), Ledger(ledger))
+    second.restore(now=1000.5)  # restore compacts the ledger
+    third = Pipeline(config.load(None), FlakyBackend(0), Ledger(ledger))
+    third.restore(now=1000.6)
+    # the whole batch comes again, then five new failures: 15 + 5 = 20, not 35
+    assert third.handle_many([line("192.0.2.3", port, f"u{port}") for port in range(15)], defer=True) == []
+    assert third.handle_many([line("192.0.2.3", port, f"u{port}") for port in range(15, 19)], defer=True) == []
+    assert [str(ban.address) for ban in third.handle(line("192.0.2.3", 19, "u19"))] == ["192.0.2.3"]
+
+
 def test_restore_puts_back_bans_the_kernel_lost(tmp_path):
     ledger = tmp_path / "ledger"
     first = Pipeline(config.load(None), FlakyBackend(0), Ledger(ledger))

@@ -79,16 +79,27 @@ def test_the_worker_leaves_the_inherited_cpu_pin_and_the_relay_keeps_it(tmp_path
         run.process.wait()
 
 
-def test_a_killed_worker_ends_the_relay_so_rsyslog_starts_a_new_run(tmp_path):
+def test_a_worker_killed_in_a_batch_fails_the_commit_so_rsyslog_resends_it_whole(tmp_path):
     run = Run(tmp_path)
     assert run.send("BEGIN TRANSACTION") == "OK"
     assert run.send(message("192.0.2.9", 1)) == "DEFER_COMMIT"
     os.kill(run.worker(), signal.SIGKILL)
-    run.process.stdin.write("COMMIT TRANSACTION\n")
-    run.process.stdin.flush()
-    assert run.process.stdout.readline() == ""  # no OK: rsyslog resends the batch to the next run
+    # no message of the batch goes unanswered (rsyslog would not resend those before it)
+    assert [run.send(message("192.0.2.9", n)) for n in range(2, 200)] == ["DEFER_COMMIT"] * 198
+    assert run.send("COMMIT TRANSACTION").startswith("omprog-ban: the worker is gone")  # an error: resent whole
+    assert run.process.stdout.readline() == ""  # then the relay ends, and rsyslog starts a new run
     assert run.process.wait(10) != 0
     assert "the worker is gone" in run.process.stderr.read()
+
+
+def test_a_worker_killed_between_messages_ends_the_relay_before_it_answers(tmp_path):
+    run = Run(tmp_path)
+    assert run.send(message("192.0.2.9", 1)) == "OK"
+    os.kill(run.worker(), signal.SIGKILL)
+    run.process.stdin.write(message("192.0.2.9", 2) + "\n")
+    run.process.stdin.flush()
+    assert run.process.stdout.readline() == ""  # no OK: rsyslog resends this message to the next run
+    assert run.process.wait(10) != 0
 
 
 def test_a_killed_relay_lets_the_worker_finish_and_free_the_state(tmp_path):
