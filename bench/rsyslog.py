@@ -1,5 +1,9 @@
 """rsyslog throughput: the shipped omprog action with ``omprog-ban run`` vs a child that only answers OK.
 
+Twice: with the shipped action (one OK per message) and with its
+``useTransactions="on"`` (batches of up to 1,024), each against the OK-only
+child under the same config.
+
 A private rsyslogd (``tests.lab.Rsyslog``: the shipped rsyslog.d files, imfile
 on a private AMPS log, pre-filter, template, queue) runs in the foreground
 under ``taskset -c 1`` (the child inherits the pin) inside a fresh network
@@ -52,14 +56,20 @@ for line in sys.stdin:
 class PinnedRsyslog(Rsyslog):
     """tests.lab.Rsyslog started under ``taskset -c 1``, optionally with another omprog child."""
 
-    def __init__(self, workdir: Path, namespace: Namespace, config: Path, binary: str | None = None) -> None:
+    def __init__(self, workdir: Path, namespace: Namespace, config: Path, binary: str | None = None,
+                 transactions: bool = False) -> None:
         super().__init__(workdir, namespace, config)
+        text = self.conf.read_text()
         if binary is not None:
             shipped = f"{PROGRAM} run --config {config}"
-            text = self.conf.read_text()
             if shipped not in text:
                 raise RuntimeError(f"the shipped action no longer runs {shipped!r}")
-            self.conf.write_text(text.replace(shipped, binary))
+            text = text.replace(shipped, binary)
+        if transactions:
+            if 'useTransactions="off"' not in text:
+                raise RuntimeError('the shipped action no longer says useTransactions="off"')
+            text = text.replace('useTransactions="off"', 'useTransactions="on"')
+        self.conf.write_text(text)
 
     def start(self) -> "PinnedRsyslog":
         """Check the config and start rsyslogd pinned to CPU 1."""
@@ -90,9 +100,10 @@ def _fresh(directory: Path) -> Path:
     return directory
 
 
-def _run(workdir: Path, lines: list[str], binary: str | None, done, timeout: float):
+def _run(workdir: Path, lines: list[str], binary: str | None, done, timeout: float, transactions: bool = False):
     namespace = Namespace("obb")
-    daemon = PinnedRsyslog(workdir, namespace, write_config(workdir / "omprog-ban.toml", workdir / "state", ("amps",)), binary)
+    daemon = PinnedRsyslog(workdir, namespace, write_config(workdir / "omprog-ban.toml", workdir / "state", ("amps",)),
+                           binary, transactions)
     daemon.amps_log.write_text("".join(line + "\n" for line in lines))
     try:
         daemon.start()
@@ -106,7 +117,7 @@ def _run(workdir: Path, lines: list[str], binary: str | None, done, timeout: flo
         namespace.close()
 
 
-def ok_only(workdir: Path, lines: list[str], timeout: float) -> float:
+def ok_only(workdir: Path, lines: list[str], timeout: float, transactions: bool = False) -> float:
     """Return lines/s through rsyslog to the OK-only child."""
     _fresh(workdir)
     script, progress = workdir / "ok-child.py", workdir / "progress.json"
@@ -115,11 +126,11 @@ def ok_only(workdir: Path, lines: list[str], timeout: float) -> float:
     def done():
         return json.loads(progress.read_text()) if progress.exists() else None
 
-    result, _ = _run(workdir, lines, f"{sys.executable} {script} {progress} {len(lines)}", done, timeout)
+    result, _ = _run(workdir, lines, f"{sys.executable} {script} {progress} {len(lines)}", done, timeout, transactions)
     return (result["lines"] - 1) / (result["done"] - result["first"])
 
 
-def omprog_ban(workdir: Path, lines: list[str], timeout: float) -> tuple[float, int]:
+def omprog_ban(workdir: Path, lines: list[str], timeout: float, transactions: bool = False) -> tuple[float, int]:
     """Return lines/s through rsyslog to ``omprog-ban run`` with real nft, and how many bans the kernel holds."""
     _fresh(workdir)
     state = workdir / "state"
@@ -134,7 +145,7 @@ def omprog_ban(workdir: Path, lines: list[str], timeout: float) -> tuple[float, 
             return False
         return sum(jail["lines"] for jail in status["jails"].values()) >= len(lines)
 
-    _, banned = _run(workdir, lines, None, done, timeout)
+    _, banned = _run(workdir, lines, None, done, timeout, transactions)
     if not first:
         raise RuntimeError(f"omprog-ban's ledger in {state} recorded no failure")
     last = max(record.time for record in _records(state / "ledger")[-100:])
@@ -153,13 +164,18 @@ def _records(path: Path) -> list:
 
 
 def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
-    """Run both children on the same ``lines`` failures; return the table's rows."""
+    """Run both children on the same ``lines`` failures, with the shipped action (one OK per
+    message) and with useTransactions="on"; return the table's rows."""
     text = failure_lines(lines, seed)
     timeout = 60 + lines / 2000
-    reference = ok_only(workdir / "rsyslog-ok", text, timeout)
-    ours, banned = omprog_ban(workdir / "rsyslog-omprog-ban", text, timeout)
-    return [Row("rsyslog", "imfile -> omprog, taskset -c 1", count(lines), f"{figure(ours)} lines/s",
-                f"OK-only child {figure(reference)} lines/s", ours / reference, f"{count(banned)} bans in nft")]
+    rows = []
+    for transactions, mode in ((False, "shipped: one OK per message"), (True, 'useTransactions="on"')):
+        suffix = "-tx" if transactions else ""
+        reference = ok_only(workdir / f"rsyslog-ok{suffix}", text, timeout, transactions)
+        ours, banned = omprog_ban(workdir / f"rsyslog-omprog-ban{suffix}", text, timeout, transactions)
+        rows.append(Row("rsyslog", f"imfile -> omprog, taskset -c 1, {mode}", count(lines), f"{figure(ours)} lines/s",
+                        f"OK-only child {figure(reference)} lines/s", ours / reference, f"{count(banned)} bans in nft"))
+    return rows
 
 
 def main() -> None:

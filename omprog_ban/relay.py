@@ -16,7 +16,11 @@ and passes on the worker's answer, which follows the worker's durable work, for:
 
 - ``COMMIT TRANSACTION``: ``OK`` once every failure of the batch is in the
   ledger and every ban in the kernel, or the nft error;
-- a message outside a transaction, and the start-up ``OK``.
+- a message outside a transaction.
+
+The start-up ``OK`` is the relay's, once the config is checked: a worker that
+then cannot start (the state directory locked, nft refusing the table) ends the
+relay with its exit code, and rsyslog starts a new ``run``.
 
 So an ``OK`` means what it means without the relay, and the worker's per-message
 work runs beside rsyslog instead of inside its round trip. Each side polls for
@@ -163,7 +167,12 @@ class Relay:
         answered DEFER_COMMIT): the rest of the batch is answered as before, and
         its commit with an error, so rsyslog resends the whole batch.
         """
-        self.stdout(self.answer())  # the worker's start-up OK (or its exit before one)
+        # The start-up OK at once: the config is checked, and the lines wait in the pipe
+        # while the worker starts (rsyslog 8.2302 with forceSingleInstance stops the
+        # action for good if a child dies before its OK; one that dies after it is
+        # started again). The worker's own start-up OK is read and dropped here.
+        self.stdout(b"OK\n")
+        self.answer()
         in_batch = False
         head = b""  # the first bytes of the line being read (enough to tell a mark)
         while True:

@@ -92,7 +92,7 @@ def test_sigkilled_workers_mid_batch_lose_nothing_and_count_nothing_twice(tmp_pa
         rsyslog.stop()
 
 
-def test_a_child_that_dies_before_its_start_up_ok_is_started_again(tmp_path, server):
+def test_a_child_killed_while_its_worker_starts_is_started_again(tmp_path, server):
     import fcntl
 
     rsyslog = started(tmp_path, server)
@@ -100,12 +100,13 @@ def test_a_child_that_dies_before_its_start_up_ok_is_started_again(tmp_path, ser
     state.mkdir(exist_ok=True)
     holder = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(holder, fcntl.LOCK_EX)  # the child's worker waits for it: no start-up OK yet
+        fcntl.flock(holder, fcntl.LOCK_EX)  # the child's worker waits for it: not started yet
         rsyslog.write_amps([amps_line("192.0.2.60", port=i) for i in range(10)])
         child = wait_for(rsyslog.child, 10)
         assert child
         time.sleep(0.3)
-        os.kill(child, signal.SIGKILL)  # dies before its OK (rsyslog 8.2302 with forceSingleInstance hung here)
+        os.kill(child, signal.SIGKILL)  # (rsyslog 8.2302 with forceSingleInstance hung here when run's
+        # start-up OK waited for the worker: the child died before its OK)
         fcntl.flock(holder, fcntl.LOCK_UN)
         assert wait_for(lambda: banned(server) == {"192.0.2.60"}, 20), rsyslog.log_text()
     finally:

@@ -23,7 +23,12 @@ class Run:
         self.state_dir = state_dir
         self.process = subprocess.Popen(["taskset", "-c", pin, *argv] if pin else argv, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        assert self.process.stdout.readline() == "OK\n"
+        assert self.process.stdout.readline() == "OK\n"  # the relay's, at once
+
+    def ready(self) -> "Run":
+        """Wait for the worker: a line outside a transaction is answered by it."""
+        assert self.send("not a failure") == "OK"
+        return self
 
     def send(self, line: str) -> str:
         self.process.stdin.write(line + "\n")
@@ -72,6 +77,7 @@ def test_the_worker_leaves_the_inherited_cpu_pin_and_the_relay_keeps_it(tmp_path
         return  # one CPU: nothing to leave (the machines CI runs on have two)
     run = Run(tmp_path, pin="1")
     try:
+        run.ready()
         assert os.sched_getaffinity(run.process.pid) == {1}
         assert os.sched_getaffinity(run.worker()) == set(range(os.cpu_count())) - {1}
     finally:
@@ -80,7 +86,7 @@ def test_the_worker_leaves_the_inherited_cpu_pin_and_the_relay_keeps_it(tmp_path
 
 
 def test_a_worker_killed_in_a_batch_fails_the_commit_so_rsyslog_resends_it_whole(tmp_path):
-    run = Run(tmp_path)
+    run = Run(tmp_path).ready()
     assert run.send("BEGIN TRANSACTION") == "OK"
     assert run.send(message("192.0.2.9", 1)) == "DEFER_COMMIT"
     os.kill(run.worker(), signal.SIGKILL)
@@ -90,6 +96,22 @@ def test_a_worker_killed_in_a_batch_fails_the_commit_so_rsyslog_resends_it_whole
     assert run.process.stdout.readline() == ""  # then the relay ends, and rsyslog starts a new run
     assert run.process.wait(10) != 0
     assert "the worker is gone" in run.process.stderr.read()
+
+
+def test_the_start_up_ok_comes_before_the_worker_is_ready_and_a_worker_that_cannot_start_ends_the_relay(tmp_path):
+    import fcntl
+
+    (tmp_path / "dry-run.lock").touch()
+    holder = os.open(tmp_path / "dry-run.lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another instance holds the state directory
+    try:
+        started = time.monotonic()
+        run = Run(tmp_path)  # answers OK at once (its constructor reads it)
+        assert time.monotonic() - started < 5
+        assert run.process.wait(30) == 75  # the worker waited 10 s for the lock, then gave up: EX_TEMPFAIL
+        assert "another omprog-ban holds" in run.process.stderr.read()
+    finally:
+        os.close(holder)
 
 
 def test_a_worker_killed_between_messages_ends_the_relay_before_it_answers(tmp_path):
@@ -103,7 +125,7 @@ def test_a_worker_killed_between_messages_ends_the_relay_before_it_answers(tmp_p
 
 
 def test_a_killed_relay_lets_the_worker_finish_and_free_the_state(tmp_path):
-    run = Run(tmp_path)
+    run = Run(tmp_path).ready()
     worker = run.worker()
     assert run.send("BEGIN TRANSACTION") == "OK"
     assert [run.send(message("192.0.2.10", n)) for n in range(10)] == ["DEFER_COMMIT"] * 10
