@@ -33,8 +33,11 @@ when rsyslogd was not pinned).
 Bytes go to the worker verbatim; lines inside a transaction are handed over in
 blocks (one pipe write per ``FORWARD`` bytes) and at each point that needs the
 worker's answer. When either process dies the other ends: the worker reads EOF
-(applies what it holds, exits), the relay sees the pipe broken (exits 1) and
-rsyslog starts a new ``run``, resending everything not answered ``OK``.
+(applies what it holds, exits); the relay sees the pipe broken and exits, after
+answering the rest of a transaction it is in and failing its commit (rsyslog
+resends a failed commit's whole batch, but not the messages it had answered
+``DEFER_COMMIT`` when a later one goes unanswered). rsyslog then starts a new
+``run`` and resends everything not answered ``OK``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ import select
 import signal
 import time
 from typing import Callable
-
 
 log = logging.getLogger("omprog-ban")
 
