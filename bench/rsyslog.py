@@ -1,7 +1,7 @@
 """rsyslog throughput: the shipped omprog action with ``omprog-ban run`` vs a child that only answers OK.
 
-Twice: with the shipped action (one OK per message) and with its
-``useTransactions="on"`` (batches of up to 1,024), each against the OK-only
+Twice: with the shipped action (transactions, batches of up to 1,024) and with
+its ``useTransactions="off"`` (one OK per message), each against the OK-only
 child under the same config.
 
 A private rsyslogd (``tests.lab.Rsyslog``: the shipped rsyslog.d files, imfile
@@ -57,7 +57,7 @@ class PinnedRsyslog(Rsyslog):
     """tests.lab.Rsyslog started under ``taskset -c 1``, optionally with another omprog child."""
 
     def __init__(self, workdir: Path, namespace: Namespace, config: Path, binary: str | None = None,
-                 transactions: bool = False) -> None:
+                 transactions: bool = True) -> None:
         super().__init__(workdir, namespace, config)
         text = self.conf.read_text()
         if binary is not None:
@@ -65,10 +65,10 @@ class PinnedRsyslog(Rsyslog):
             if shipped not in text:
                 raise RuntimeError(f"the shipped action no longer runs {shipped!r}")
             text = text.replace(shipped, binary)
-        if transactions:
-            if 'useTransactions="off"' not in text:
-                raise RuntimeError('the shipped action no longer says useTransactions="off"')
-            text = text.replace('useTransactions="off"', 'useTransactions="on"')
+        if 'useTransactions="on"' not in text:
+            raise RuntimeError('the shipped action no longer says useTransactions="on"')
+        if not transactions:
+            text = text.replace('useTransactions="on"', 'useTransactions="off"')
         self.conf.write_text(text)
 
     def start(self) -> "PinnedRsyslog":
@@ -100,7 +100,7 @@ def _fresh(directory: Path) -> Path:
     return directory
 
 
-def _run(workdir: Path, lines: list[str], binary: str | None, done, timeout: float, transactions: bool = False):
+def _run(workdir: Path, lines: list[str], binary: str | None, done, timeout: float, transactions: bool = True):
     namespace = Namespace("obb")
     daemon = PinnedRsyslog(workdir, namespace, write_config(workdir / "omprog-ban.toml", workdir / "state", ("amps",)),
                            binary, transactions)
@@ -117,7 +117,7 @@ def _run(workdir: Path, lines: list[str], binary: str | None, done, timeout: flo
         namespace.close()
 
 
-def ok_only(workdir: Path, lines: list[str], timeout: float, transactions: bool = False) -> float:
+def ok_only(workdir: Path, lines: list[str], timeout: float, transactions: bool = True) -> float:
     """Return lines/s through rsyslog to the OK-only child."""
     _fresh(workdir)
     script, progress = workdir / "ok-child.py", workdir / "progress.json"
@@ -130,7 +130,7 @@ def ok_only(workdir: Path, lines: list[str], timeout: float, transactions: bool 
     return (result["lines"] - 1) / (result["done"] - result["first"])
 
 
-def omprog_ban(workdir: Path, lines: list[str], timeout: float, transactions: bool = False) -> tuple[float, int]:
+def omprog_ban(workdir: Path, lines: list[str], timeout: float, transactions: bool = True) -> tuple[float, int]:
     """Return lines/s through rsyslog to ``omprog-ban run`` with real nft, and how many bans the kernel holds."""
     _fresh(workdir)
     state = workdir / "state"
@@ -164,13 +164,13 @@ def _records(path: Path) -> list:
 
 
 def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
-    """Run both children on the same ``lines`` failures, with the shipped action (one OK per
-    message) and with useTransactions="on"; return the table's rows."""
+    """Run both children on the same ``lines`` failures, with the shipped action (transactions)
+    and with useTransactions="off"; return the table's rows."""
     text = failure_lines(lines, seed)
     timeout = 60 + lines / 2000
     rows = []
-    for transactions, mode in ((False, "shipped: one OK per message"), (True, 'useTransactions="on"')):
-        suffix = "-tx" if transactions else ""
+    for transactions, mode in ((True, "shipped: transactions"), (False, 'useTransactions="off": one OK per message')):
+        suffix = "" if transactions else "-per-message"
         reference = ok_only(workdir / f"rsyslog-ok{suffix}", text, timeout, transactions)
         ours, banned = omprog_ban(workdir / f"rsyslog-omprog-ban{suffix}", text, timeout, transactions)
         rows.append(Row("rsyslog", f"imfile -> omprog, taskset -c 1, {mode}", count(lines), f"{figure(ours)} lines/s",

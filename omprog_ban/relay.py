@@ -30,14 +30,19 @@ CPU affinity it inherited (next to rsyslogd, where a round trip is cheapest);
 the worker drops it: it runs on the CPUs rsyslogd was not pinned to (any CPU
 when rsyslogd was not pinned).
 
-Bytes go to the worker verbatim; lines inside a transaction are handed over in
-blocks (one pipe write per ``FORWARD`` bytes) and at each point that needs the
-worker's answer. When either process dies the other ends: the worker reads EOF
-(applies what it holds, exits); the relay sees the pipe broken and exits, after
-answering the rest of a transaction it is in and failing its commit (rsyslog
-resends a failed commit's whole batch, but not the messages it had answered
-``DEFER_COMMIT`` when a later one goes unanswered). rsyslog then starts a new
-``run`` and resends everything not answered ``OK``.
+Bytes go to the worker verbatim, and what the relay read is in the worker's
+pipe before the relay answers any of it. That is what keeps a transaction exact
+when a process dies, given what rsyslog (8.2302) does: it resends a batch whose
+commit failed, but not the messages it had had ``DEFER_COMMIT`` for when a later
+one goes unanswered.
+
+- The relay killed: every message it answered is in the pipe; the worker reads
+  to EOF, counts them, applies the bans and exits. rsyslog resends from the
+  unanswered message on, and what was counted already is known by its uuid.
+- The worker killed: the relay answers the rest of the batch as before and fails
+  its commit, so rsyslog resends the whole batch; then the relay exits.
+
+Either way rsyslog then starts a new ``run``.
 """
 
 from __future__ import annotations
@@ -54,7 +59,6 @@ log = logging.getLogger("omprog-ban")
 
 BEGIN, COMMIT = b"BEGIN TRANSACTION", b"COMMIT TRANSACTION"
 GONE = b"omprog-ban: the worker is gone, the batch was not committed\n"  # an error answer: rsyslog resends
-FORWARD = 32 << 10  # bytes of in-transaction lines the relay gathers per pipe write
 PIPE_SIZE = 1 << 20  # the hand-over pipe's capacity (F_SETPIPE_SZ); the default is 64 KiB
 _F_SETPIPE_SZ = 1031
 # How long the relay polls for the worker's answer before it sleeps: waking it on
@@ -203,12 +207,11 @@ class Relay:
                     replies.append(self.verdict())
             if start < len(chunk) and len(head) < 32:
                 head += chunk[start:start + 32]
-            if len(self.held) >= FORWARD:
-                try:
-                    self.hand_over()
-                except WorkerGone:
-                    if not in_batch:
-                        raise
+            try:
+                self.hand_over()  # before any answer: an answered line is never only in the relay
+            except WorkerGone:
+                if not in_batch:
+                    raise
             if replies:
                 self.stdout(b"".join(replies) if len(replies) > 1 else replies[0])
         self.hand_over()

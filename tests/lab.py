@@ -151,9 +151,18 @@ class Rsyslog:
             subprocess.run(["logger", "-u", str(self.socket), "-t", tag, "--", line], check=True)
 
     def child(self) -> int | None:
-        """Return the pid of the omprog-ban child rsyslogd started (the relay, not its worker), or None."""
+        """Return the pid of the omprog-ban child rsyslogd started (the relay, not its worker), or None.
+
+        Only once it has forked its worker, which it does right before its start-up
+        OK: rsyslog 8.2302 stops the action for good when a child dies before that
+        OK (README, Failure modes), so a test that kills "the child" kills one past it.
+        """
         found = self._runs()
-        return next((pid for pid, parent in found.items() if parent not in found), None)
+        relays = [pid for pid, parent in found.items() if parent not in found]
+        started = [pid for pid in relays if pid in found.values()]
+        if started:
+            time.sleep(0.02)  # the OK follows the fork at once
+        return started[0] if started else None
 
     def worker(self) -> int | None:
         """Return the pid of the worker the omprog-ban child forked, or None."""

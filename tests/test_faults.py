@@ -118,11 +118,14 @@ def test_messages_queued_when_rsyslog_stops_are_processed_after_it_starts(tmp_pa
     rsyslog = started(tmp_path, server)
     try:
         rsyslog.write_amps([amps_line("192.0.2.50")])  # one failure: starts the child
-        child = wait_for(rsyslog.child, 10)
-        os.kill(child, signal.SIGSTOP)  # the child hangs: rsyslog's action queue fills
+        hung = [wait_for(rsyslog.child, 10), wait_for(rsyslog.worker, 10)]
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)  # the child hangs (relay and worker): rsyslog's action queue fills
         rsyslog.write_amps([amps_line("192.0.2.51", port=i) for i in range(12)])
         time.sleep(1.0)
         rsyslog.stop()  # saveOnShutdown: the queue goes to the work directory
+        for pid in hung:  # rsyslog leaves a hung child behind (killUnresponsive is off): the admin kills it
+            os.kill(pid, signal.SIGKILL)
         assert banned(server) == set()
         assert list(tmp_path.glob("omprog-ban*.qi")), "rsyslog saved no queue"
         rsyslog.start()

@@ -124,7 +124,7 @@ def test_a_worker_killed_between_messages_ends_the_relay_before_it_answers(tmp_p
     assert run.process.wait(10) != 0
 
 
-def test_a_killed_relay_lets_the_worker_finish_and_free_the_state(tmp_path):
+def test_a_killed_relay_leaves_nothing_it_answered_uncounted(tmp_path):
     run = Run(tmp_path).ready()
     worker = run.worker()
     assert run.send("BEGIN TRANSACTION") == "OK"
@@ -132,14 +132,15 @@ def test_a_killed_relay_lets_the_worker_finish_and_free_the_state(tmp_path):
     assert run.send("COMMIT TRANSACTION") == "OK"
     assert run.send("BEGIN TRANSACTION") == "OK"
     assert [run.send(message("192.0.2.10", n)) for n in range(10, 15)] == ["DEFER_COMMIT"] * 5  # not committed
-    run.process.kill()  # SIGKILL: the worker reads EOF, finishes and exits
+    run.process.kill()  # SIGKILL: rsyslog 8.2302 will not resend those five, so the worker must have them
     run.process.wait()
     assert wait_for(lambda: not Path(f"/proc/{worker}").exists() or Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z", 10)
-    again = Run(tmp_path)  # the lock is free: a new run starts at once
+    again = Run(tmp_path)  # the worker read to EOF, counted, exited: the lock is free, a new run starts
     try:
-        assert again.failures() == 10  # the committed batch; the other one rsyslog resends, in full:
+        assert again.failures() == 15
+        # rsyslog resends from the message that had no answer; one resent message is known by its uuid
         assert again.send("BEGIN TRANSACTION") == "OK"
-        assert [again.send(message("192.0.2.10", n)) for n in range(10, 15)] == ["DEFER_COMMIT"] * 5
+        assert again.send(message("192.0.2.10", 14)) == "DEFER_COMMIT"
         assert again.send(message("192.0.2.10", 15)) == "DEFER_COMMIT"
         assert again.send("COMMIT TRANSACTION") == "OK"
         assert again.failures() == 16
