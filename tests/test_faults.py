@@ -41,55 +41,50 @@ def banned(server: Namespace) -> set[str]:
 
 
 def test_random_sigkills_under_steady_attack_lose_nothing_and_count_nothing_twice(tmp_path, server):
+    pace = random.Random(11)
     rsyslog = started(tmp_path, server)
-    try:
-        attackers = [f"192.0.2.{n}" for n in range(1, 31)]  # 10 failures each: must be banned
-        bystanders = [f"198.51.100.{n}" for n in range(1, 31)]  # 9 failures each: must not be
-        lines = [amps_line(a, port=i) for a in attackers for i in range(10)]
-        lines += [amps_line(b, port=i) for b in bystanders for i in range(9)]
-        random.Random(7).shuffle(lines)
-        pace = random.Random(11)
-        killed: set[int] = set()
-        for batch, start in enumerate(range(0, len(lines), 15)):
-            rsyslog.write_amps(lines[start:start + 15])
-            time.sleep(pace.uniform(0.0, 0.05))
-            if batch % 6 == 5:  # mid-stream: the child has lines in flight
-                child = wait_for(lambda: (pid := rsyslog.child()) not in killed and pid, 20)
-                if child:  # rsyslog restarts the child for the next message, after its resume interval
-                    time.sleep(pace.uniform(0.0, 0.05))
-                    os.kill(child, signal.SIGKILL)
-                    killed.add(child)
+    try:  # the child (rsyslog restarts it for the next message, after its resume interval)
+        killed = _attack_with_kills(rsyslog, server, range(1, 31), chunk=15, every=6, seed=7, target=rsyslog.child,
+                                    pause=lambda: pace.uniform(0.0, 0.05), between=lambda: pace.uniform(0.0, 0.05))
         assert len(killed) >= 4
-        assert wait_for(lambda: banned(server) == set(attackers), 30), sorted(banned(server))
-        time.sleep(1.0)
-        assert banned(server) == set(attackers)  # and no bystander, however often the child died
     finally:
         rsyslog.stop()
 
 
 def test_sigkilled_workers_mid_batch_lose_nothing_and_count_nothing_twice(tmp_path, server):
     rsyslog = started(tmp_path, server)
-    try:
-        attackers = [f"192.0.2.{n}" for n in range(101, 121)]  # 10 failures each: must be banned
-        bystanders = [f"198.51.100.{n}" for n in range(101, 121)]  # 9 failures each: must not be
-        lines = [amps_line(a, port=i) for a in attackers for i in range(10)]
-        lines += [amps_line(b, port=i) for b in bystanders for i in range(9)]
-        random.Random(13).shuffle(lines)
-        killed: set[int] = set()
-        for batch, start in enumerate(range(0, len(lines), 40)):
-            rsyslog.write_amps(lines[start:start + 40])
-            if batch % 2 == 1:  # the worker dies with a batch in hand; its relay ends, rsyslog resends the batch
-                worker = wait_for(lambda: (pid := rsyslog.worker()) not in killed and pid, 20)
-                if worker:
-                    time.sleep(0.01)
-                    os.kill(worker, signal.SIGKILL)
-                    killed.add(worker)
+    try:  # the worker dies with a batch in hand; its relay fails the commit, rsyslog resends the batch
+        killed = _attack_with_kills(rsyslog, server, range(101, 121), chunk=40, every=2, seed=13,
+                                    target=rsyslog.worker, pause=lambda: 0.01)
         assert len(killed) >= 3
-        assert wait_for(lambda: banned(server) == set(attackers), 30), sorted(banned(server))
-        time.sleep(1.0)
-        assert banned(server) == set(attackers)
     finally:
         rsyslog.stop()
+
+
+def _attack_with_kills(rsyslog, server, hosts, chunk: int, every: int, seed: int, target, pause,
+                       between=lambda: 0.0) -> set[int]:
+    """Attackers (10 failures each) and bystanders (9 each) in shuffled chunks (``between()``
+    seconds apart), SIGKILLing ``target()`` ``pause()`` seconds after every ``every``-th chunk;
+    check that exactly the attackers end up banned."""
+    attackers = [f"192.0.2.{n}" for n in hosts]  # must be banned
+    bystanders = [f"198.51.100.{n}" for n in hosts]  # must not be
+    lines = [amps_line(a, port=i) for a in attackers for i in range(10)]
+    lines += [amps_line(b, port=i) for b in bystanders for i in range(9)]
+    random.Random(seed).shuffle(lines)
+    killed: set[int] = set()
+    for batch, start in enumerate(range(0, len(lines), chunk)):
+        rsyslog.write_amps(lines[start:start + chunk])
+        time.sleep(between())
+        if batch % every == every - 1:  # mid-stream: the child has lines in flight
+            pid = wait_for(lambda: (found := target()) not in killed and found, 20)
+            if pid:
+                time.sleep(pause())
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+    assert wait_for(lambda: banned(server) == set(attackers), 30), sorted(banned(server))
+    time.sleep(1.0)
+    assert banned(server) == set(attackers)  # and no bystander, however often a process died
+    return killed
 
 
 def test_a_child_killed_while_its_worker_starts_is_started_again(tmp_path, server):
