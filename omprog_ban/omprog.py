@@ -23,13 +23,13 @@ from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
 
 log = logging.getLogger("omprog-ban")
-MAX_LINE = 1 << 20
+MAX_LINE = 1 << 20  # longer input is cut here; rsyslog's own maximum is smaller
 # Relayed, the next line comes from the relay on another CPU: waking a sleeping
 # process there costs more than polling a little first (see omprog_ban.relay).
 # The relay's turn (answer rsyslog, read its next line, hand it over) takes
 # some tens of microseconds.
 SPIN = 50e-6
-_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner where there is one  # longer input is cut here; rsyslog's own maximum is smaller
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner where there is one
 
 
 def frame(raw: bytes, received: float) -> LogLine:

@@ -159,8 +159,7 @@ class Pipeline:
         """Count one line: its failures' ledger lines go to ``records``, the bans they trigger to ``bans``."""
         found = self.failures(line)
         if not found:
-            if line.key is None:
-                self.last_key = None  # see _settle
+            self._settle(line)
             return
         ledger = self.ledger
         key = ""
