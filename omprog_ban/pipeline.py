@@ -83,7 +83,7 @@ class Pipeline:
             routes.setdefault(jail.grammar, []).append(jail)
         # Per grammar: its keyword scan, its matcher (the compiled regex when it has
         # one), its convert, and its jails with their counters, all looked up once.
-        self._routes = [(GRAMMARS[name].keyword_scan, _matcher(GRAMMARS[name]), GRAMMARS[name].convert,
+        self._routes = [(GRAMMARS[name].mentions, _matcher(GRAMMARS[name]), GRAMMARS[name].convert,
                          [(jail, self._counters[jail.name], jail.filtered) for jail in group])
                         for name, group in routes.items()]
 
@@ -103,8 +103,8 @@ class Pipeline:
         self.lines += 1
         found = []
         text = line.text
-        for scan, match, convert, jails in self._routes:
-            if scan(text) is None:
+        for mentions, match, convert, jails in self._routes:
+            if not mentions(text):
                 continue
             fields = match(text)
             # Live, decisions use the time the line was received: its stamp is not converted.

@@ -116,19 +116,42 @@ def syslog_seconds(text: str, now: float) -> float | None:
     """Return an RFC 3164 stamp (``Aug 13 12:40:37``, no year) as epoch seconds.
 
     The year is the one of ``now``; a stamp more than a day in the future is taken
-    from the year before (a December line read in January).
+    from the year before (a December line read in January). Each stamp is
+    converted once per year it is tried in (memoised, bounded), and the year of
+    ``now`` is looked up once per year, not per line.
     """
-    month, day, clock = text.split()
-    year = _time.localtime(now).tm_year
+    year = _year_of(now)
     for candidate in (year, year - 1):
-        try:
-            moment = datetime(candidate, MONTHS[month], int(day), *map(int, clock.split(":")))
-        except ValueError:  # Feb 29 in a year without one
-            continue
-        seconds = moment.timestamp()
-        if seconds <= now + 86400:
+        seconds = _SYSLOG.get((candidate, text), _UNKNOWN)
+        if seconds is _UNKNOWN:
+            if len(_SYSLOG) >= MEMO:
+                _SYSLOG.clear()
+            seconds = _SYSLOG[candidate, text] = _syslog_in(candidate, text)
+        if seconds is not None and seconds <= now + 86400:
             return seconds
     return None
+
+
+def _syslog_in(year: int, text: str) -> float | None:
+    """Return the RFC 3164 stamp ``text`` in ``year`` (local time), None when that date does not exist."""
+    month, day, clock = text.split()
+    try:  # Feb 29 in a year without one: None
+        return datetime(year, MONTHS[month], int(day), *map(int, clock.split(":"))).timestamp()
+    except ValueError:
+        return None
+
+
+def _year_of(now: float) -> int:
+    """Return the local year of ``now``; the bounds of the last year asked are kept."""
+    start, end, year = _YEAR
+    if not start <= now < end:
+        year = _time.localtime(now).tm_year
+        _YEAR[:] = [datetime(year, 1, 1).timestamp(), datetime(year + 1, 1, 1).timestamp(), year]
+    return year
+
+
+_SYSLOG: dict = {}
+_YEAR: list = [0.0, 0.0, 0]
 
 
 def _memoised(convert):

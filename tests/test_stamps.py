@@ -1,0 +1,38 @@
+"""Year-less syslog stamps: the year comes from "now", and the memo never carries a year over."""
+
+from datetime import datetime
+
+import pytest
+
+from omprog_ban.grammars import tokens
+
+
+def local(*parts: int) -> float:
+    return datetime(*parts).timestamp()
+
+
+# (stamp, now, expected): in order, so the memo is warm with another year's answer for later rows.
+CASES = [
+    ("Dec 31 23:59:00", local(2025, 12, 31, 23, 59, 30), local(2025, 12, 31, 23, 59)),
+    ("Dec 31 23:59:00", local(2026, 1, 1, 0, 0, 10), local(2025, 12, 31, 23, 59)),  # read in January
+    ("Jan  1 00:00:05", local(2026, 1, 1, 0, 0, 10), local(2026, 1, 1, 0, 0, 5)),
+    ("Dec 31 23:59:00", local(2026, 12, 31, 23, 59, 59), local(2026, 12, 31, 23, 59)),  # a year on
+    ("Jan  2 08:00:00", local(2026, 1, 1, 9, 0), local(2026, 1, 2, 8, 0)),  # under a day ahead: this year
+    ("Jan  3 10:00:00", local(2026, 1, 1, 9, 0), local(2025, 1, 3, 10, 0)),  # more than a day ahead: last year
+    ("Feb 29 12:00:00", local(2024, 3, 1), local(2024, 2, 29, 12)),
+    ("Feb 29 12:00:00", local(2025, 3, 1), local(2024, 2, 29, 12)),  # 2025 has none: the year before
+    ("Feb 29 12:00:00", local(2026, 3, 1), None),  # neither 2026 nor 2025 has one
+    ("Feb 30 12:00:00", local(2026, 3, 1), None),
+]
+
+
+def test_year_is_taken_from_now_every_time():
+    for stamp, now, expected in CASES:
+        assert tokens.syslog_seconds(stamp, now) == expected, (stamp, datetime.fromtimestamp(now))
+
+
+@pytest.mark.parametrize("stamp, now, expected", CASES)
+def test_each_case_cold(stamp, now, expected):
+    tokens._SYSLOG.clear()
+    tokens._YEAR[:] = [0.0, 0.0, 0]
+    assert tokens.syslog_seconds(stamp, now) == expected
