@@ -82,26 +82,31 @@ class Tracker:
         """
         state = self._jails[jail]
         policy = state.policy
-        key = address_key(address)
+        version = address.version
+        key = _MAPPED | int(address) if version == 4 else int(address)  # address_key, inlined: once per failure
         starts, ends = state.ignore
-        slot = bisect_right(starts, key) - 1
-        if slot >= 0 and key <= ends[slot]:  # ignored or protected: never banned
-            return None
-        until = state.banned.get(key)
-        if until is not None:
-            if now < until:
+        if starts:
+            slot = bisect_right(starts, key) - 1
+            if slot >= 0 and key <= ends[slot]:  # ignored or protected: never banned
                 return None
-            del state.banned[key]
-        maxretry = max(1, round(policy.maxretry * factor))
-        times = _add(state.windows.pop(key, None), now, policy.findtime)
-        if _reached(times, maxretry, policy.findtime):
-            state.banned[key] = now + policy.bantime
-            count = len(times) if isinstance(times, list) else 1
-            return Ban(jail, key_address(key) if address.version == 6 and key >> 32 == 0xFFFF else address,
+        banned = state.banned
+        if key in banned:
+            if now < banned[key]:
+                return None
+            del banned[key]
+        maxretry = policy.maxretry if factor == 1.0 else max(1, round(policy.maxretry * factor))
+        windows = state.windows
+        times = _add(windows.pop(key, None), now, policy.findtime)
+        # The length test first: most failures leave the window short of maxretry.
+        if (len(times) >= maxretry if times.__class__ is list else maxretry <= 1) \
+                and _reached(times, maxretry, policy.findtime):
+            banned[key] = now + policy.bantime
+            count = len(times) if times.__class__ is list else 1
+            return Ban(jail, key_address(key) if version == 6 and key >> 32 == 0xFFFF else address,
                        policy.bantime, now, count, f"{count} failures")
-        state.windows[key] = times  # re-inserted last: dict order is least recent first
-        if len(state.windows) > policy.capacity:
-            _evict(state.windows, policy.capacity)
+        windows[key] = times  # re-inserted last: dict order is least recent first
+        if len(windows) > policy.capacity:
+            _evict(windows, policy.capacity)
         return None
 
     def mark_banned(self, jail: str, address: Address, until: float) -> None:

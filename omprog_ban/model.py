@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping, Union
 
@@ -13,7 +13,37 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+def value(cls):
+    """Make ``cls`` a frozen, slotted dataclass whose ``__init__`` fills the slots directly.
+
+    Frozen as any dataclass (assignment raises ``FrozenInstanceError``), equal and
+    hashable by value; only construction differs. The generated ``__init__`` of a
+    frozen dataclass sets each field through ``object.__setattr__``, which made
+    building a LogLine and a Failure cost more than a line's whole bookkeeping
+    (0.47 against 0.28 us for a LogLine); the slots' own descriptors do the same
+    job. Defaults are shared between instances, so only immutable ones are allowed
+    (a ``default_factory`` is called once).
+    """
+    cls = dataclass(frozen=True, slots=True)(cls)
+    namespace: dict = {}
+    parameters, body = [], []
+    for item in fields(cls):
+        namespace[f"_set_{item.name}"] = getattr(cls, item.name).__set__
+        if item.default is not MISSING or item.default_factory is not MISSING:
+            default = item.default if item.default is not MISSING else item.default_factory()
+            namespace[f"_default_{item.name}"] = default
+            parameters.append(f"{item.name}=_default_{item.name}")
+        else:
+            parameters.append(item.name)
+        body.append(f"    _set_{item.name}(self, {item.name})")
+    source = f"def __init__(self, {', '.join(parameters)}):\n" + "\n".join(body)
+    exec(source, namespace)  # noqa: S102 - built from the field names alone, as dataclasses does
+    namespace["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = namespace["__init__"]
+    return cls
+
+
+@value
 class LogLine:
     """One log message as a source framed it.
 
@@ -29,7 +59,7 @@ class LogLine:
     meta: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Failure:
     """A failure a grammar found: who (the daemon-written address), what rule, when.
 
@@ -45,7 +75,7 @@ class Failure:
     fields: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Ban:
     """A decision: drop ``address`` for ``bantime`` seconds, starting at ``time``."""
 

@@ -1,0 +1,36 @@
+"""The values between stages: frozen, equal by value, built with the defaults they declare."""
+
+import dataclasses
+import ipaddress
+
+import pytest
+
+from omprog_ban.model import Ban, Failure, LogLine
+
+ADDRESS = ipaddress.ip_address("192.0.2.7")
+
+
+def test_values_are_frozen():
+    for value in (LogLine("x", 1.0), Failure("amps", "auth", ADDRESS), Ban("amps", ADDRESS, 120, 1.0)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.time = 5.0
+
+
+def test_defaults_keywords_and_equality():
+    line = LogLine(text="x", received=1.0)
+    assert (line.key, dict(line.meta)) == (None, {})
+    assert line == LogLine("x", 1.0) and hash(line) == hash(LogLine("x", 1.0))
+    assert LogLine("x", 1.0, "k") != line
+    failure = Failure("amps", "auth", ADDRESS, fields={"client": "c"})
+    assert (failure.time, failure.fields["client"]) == (None, "c")
+    ban = Ban("amps", ADDRESS, 120, 1.0)
+    assert (ban.failures, ban.reason, ban.until) == (0, "", 121.0)
+
+
+def test_replace_and_missing_arguments():
+    ban = dataclasses.replace(Ban("amps", ADDRESS, 120, 1.0), bantime=240)
+    assert ban.until == 241.0
+    with pytest.raises(TypeError):
+        LogLine("x")
+    with pytest.raises(TypeError):
+        LogLine("x", 1.0, nonsense=1)
