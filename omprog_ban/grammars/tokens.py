@@ -170,6 +170,9 @@ def _memoised(convert):
     return remembered
 
 
+_DIGITS = "0123456789"
+
+
 def _fractional(convert):
     """Remember ``convert``'s answers by the stamp without its fraction of a second, and add
     the fraction: lines of one second share the conversion, though their stamps all differ."""
@@ -179,8 +182,8 @@ def _fractional(convert):
         dot = text.find(".")
         if dot < 0:
             return whole_seconds(text)
-        end = dot + 1
-        while end < len(text) and text[end].isdigit():
+        end = len(text) - len(text[dot + 1:].lstrip(_DIGITS))  # past the ASCII digits at C speed,
+        while end < len(text) and text[end].isdigit():  # then any other digit ``\d`` took
             end += 1
         base = whole_seconds(text[:dot] + text[end:])
         return None if base is None else base + (float(text[dot:end]) if end > dot + 1 else 0.0)
