@@ -98,8 +98,8 @@ class Pipeline:
             counters.lines = self.lines
         return self._counters
 
-    def failures(self, line: LogLine) -> list[tuple[Jail, Failure]]:
-        """Return the (jail, failure) pairs that ``line`` counts for."""
+    def failures(self, line: LogLine) -> list[tuple[Jail, Counters, Failure]]:
+        """Return the (jail, its counters, failure) triples that ``line`` counts for."""
         self.lines += 1
         found = []
         text = line.text
@@ -111,15 +111,15 @@ class Pipeline:
             failure = None if fields is None else convert(fields, line.received if self.log_time else None)
             for jail, counters, filtered in jails:
                 counters.candidates += 1
-                if fields is None:
+                if failure is None:
+                    if fields is not None:
+                        counters.parsed += 1
                     continue
                 counters.parsed += 1
-                if failure is None:
-                    continue
                 counters.matched += 1
                 counters.last_match = line.received
                 if failure.rule in jail.rules and (not filtered or jail.admits(failure.fields, line.meta)):
-                    found.append((jail, failure))
+                    found.append((jail, counters, failure))
         return found
 
     def handle(self, line: LogLine, defer: bool = False) -> list[Ban]:
@@ -168,15 +168,18 @@ class Pipeline:
             if key == self.last_key or key in self.seen:  # a resent message: counted already
                 self._settle(line)
                 return
-        factor = self.shields.observe(line.received, len(found)) if self.shields.rate else 1.0
+        shields = self.shields
+        factor = shields.observe(line.received, len(found)) if shields.rate else 1.0
         record = self.tracker.record
-        for jail, failure in found:
-            moment = failure.time if self.log_time and failure.time is not None else line.received
-            self.last_time = moment
-            address = canonical(failure.address)
+        own_time = self.log_time
+        for jail, counters, failure in found:
+            moment = failure.time if own_time and failure.time is not None else line.received
+            address = failure.address
+            if address.version == 6:
+                address = canonical(address)
             if ledger is not None:
                 records.append(failure_line(moment, jail.name, text(address), key))
-            self._counters[jail.name].counted += 1
+            counters.counted += 1
             ban = record(jail.name, address, moment, factor)
             if ban is None or not self._allowed(ban):
                 continue
@@ -189,6 +192,7 @@ class Pipeline:
             prefix = self.subnets.observe(ban)
             if prefix is not None:
                 bans.append(prefix)
+        self.last_time = moment
         if ledger is not None:
             self.remember(line.key)
         self.last_key = key
