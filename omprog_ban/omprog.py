@@ -21,6 +21,7 @@ from typing import Callable
 
 from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
+from omprog_ban.spool import Spool
 
 log = logging.getLogger("omprog-ban")
 MAX_LINE = 1 << 20  # longer input is cut here; rsyslog's own maximum is smaller
@@ -80,14 +81,19 @@ class LineReader:
                 return line
             if not self._ready(timeout):
                 return None
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                self._eof = True
+            if not self._take(os.read(self.fd, 1 << 16)):
                 continue
-            pieces = (self._partial + chunk).split(b"\n")
-            self._partial = pieces.pop()
-            self._lines.extend(piece + b"\n" for piece in pieces)
         return self._lines.popleft()
+
+    def _take(self, chunk: bytes) -> bool:
+        """Split ``chunk`` into whole lines after the partial one; return False at EOF (empty)."""
+        if not chunk:
+            self._eof = True
+            return False
+        pieces = (self._partial + chunk).split(b"\n")
+        self._partial = pieces.pop()
+        self._lines.extend(piece + b"\n" for piece in pieces)
+        return True
 
     def _ready(self, timeout: float) -> bool:
         """Wait until there is input: poll without sleeping for ``spin`` seconds first, then sleep."""
@@ -97,6 +103,18 @@ class LineReader:
                 if self._poll.poll(0):
                     return True
         return bool(self._poll.poll(timeout * 1000))
+
+    def fill(self) -> None:
+        """Read what the descriptor holds now, never waiting (and at most MAX_LINE more)."""
+        taken = 0
+        while not self._eof and taken < MAX_LINE and self._poll.poll(0):
+            chunk = os.read(self.fd, 1 << 16)
+            taken += len(chunk)
+            self._take(chunk)
+
+    def peek(self) -> bytes | None:
+        """Return the next whole line already read, without taking it; None when there is none."""
+        return self._lines[0] if self._lines else None
 
     def read_until(self, marks: tuple[bytes, ...]) -> list[bytes]:
         """Return (and take) the whole lines already read, up to the first one in ``marks``; never wait."""
@@ -116,6 +134,7 @@ def serve(
     interval: float = 2.0,
     relayed: bool = False,
     handle_many: Callable[..., object] | None = None,
+    spool: Spool | None = None,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
@@ -135,11 +154,19 @@ def serve(
     ``relayed``: the lines come from :mod:`omprog_ban.relay`, which answered
     ``BEGIN TRANSACTION`` and each message inside a transaction itself; only the
     start-up, commits and messages outside a transaction are answered here.
+
+    ``spool`` (relayed, with ``handle_many``): when the rest of a batch and its
+    ``COMMIT`` are already read, every one of those messages carries a uuid and
+    no ban the kernel refused is owed, the commit is answered
+    ``OK`` as soon as those messages are in the spool; they are counted and
+    their bans applied right after, while rsyslog prepares its next batch (see
+    :mod:`omprog_ban.spool`). A kernel refusal then keeps the bans pending, so
+    the next commit takes the path above and answers the error.
     """
     reader = LineReader(stdin_fd, SPIN if relayed else 0.0)
     _write(stdout_fd, b"OK\n")
     next_maintenance = clock() + interval
-    skipping = in_batch = False
+    skipping = in_batch = owed = False  # owed: the last flush was refused, its bans wait
     while True:
         raw = reader.readline(max(0.0, next_maintenance - clock()))
         now = clock()
@@ -160,6 +187,12 @@ def serve(
                 continue
         elif raw == COMMIT:
             in_batch, reply = False, _reply(flush)
+            owed = reply != "OK"
+        elif in_batch and relayed and spool is not None and handle_many is not None and raw.endswith(b"\n"):
+            answered = _count_batch(reader, raw, clock, spool, handle_many, flush, owed, stdout_fd)
+            if answered is not None:
+                in_batch, owed = False, not answered
+            continue
         elif in_batch:
             more = reader.read_until(MARKS) if handle_many is not None else []
             if more:
@@ -175,7 +208,57 @@ def serve(
                 continue
         else:
             reply = _reply(handle, frame(raw, now))
+            owed = reply != "OK"
         _write(stdout_fd, b"OK\n" if reply == "OK" else (reply + "\n").encode())
+
+
+def _count_batch(reader: LineReader, raw: bytes, clock: Callable[[], float], spool: Spool,
+                 handle_many: Callable[..., object], flush: Callable[[], None], owed: bool,
+                 stdout_fd: int) -> bool | None:
+    """Count the batch's messages read so far, a slice at a time.
+
+    Return None while the commit is not answered, else whether the batch's
+    bans went into the kernel.
+
+    Before each slice, what the relay handed over since is read: when the batch's
+    ``COMMIT`` is in it, the messages not counted yet may be spooled and the
+    commit answered at once (see ``serve``). Otherwise ``serve`` reads the
+    ``COMMIT`` next and answers it after the flush.
+    """
+    lines = [raw]
+    while lines:
+        reader.fill()
+        lines += reader.read_until(MARKS)
+        now = clock()
+        if reader.peek() == COMMIT:
+            group = [frame(line, now) for line in lines]
+            if len(group) <= EARLY and not owed and all(line.key for line in group):
+                reader.readline(0.0)  # the COMMIT, answered here
+                return _commit_early(spool, lines, group, handle_many, flush, stdout_fd)
+            _reply(handle_many, group, defer=True)
+            return None
+        part, lines = lines[:SLICE], lines[SLICE:]
+        _reply(handle_many, [frame(line, now) for line in part], defer=True)
+    return None
+
+
+def _commit_early(spool: Spool, raw: list[bytes], group: list[LogLine], handle_many: Callable[..., object],
+                  flush: Callable[[], None], stdout_fd: int) -> bool:
+    """Spool the batch's uncounted messages, answer its commit ``OK``, then count them and ban;
+    return whether the bans went into the kernel."""
+    spool.keep(raw)
+    _write(stdout_fd, b"OK\n")
+    applied = False
+    try:
+        handle_many(group, defer=True)
+        flush()
+        applied = True
+    except NftError as error:  # the bans stay pending: the next commit waits for them and answers this
+        log.error("nft refused bans of a committed batch; they stay owed and hold the next commit: %s", error)
+    except Exception:  # a bug must not kill the pipe; logged, as _reply does
+        log.exception("could not process a committed batch of %d messages", len(group))
+    spool.clear()
+    return applied
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -185,6 +268,8 @@ def _write(fd: int, data: bytes) -> None:
 
 BEGIN, COMMIT = b"BEGIN TRANSACTION\n", b"COMMIT TRANSACTION\n"
 MARKS = (BEGIN, COMMIT)
+SLICE = 64  # messages counted between two looks for the commit
+EARLY = 32768  # most messages a commit answered from the spool may hold: half the delivery keys a pipeline remembers
 
 
 def _reply(action: Callable[..., object], *args, **kwargs) -> str:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from omprog_ban.nft import NftError
 from tests.lab import amps_line
 
 
@@ -143,3 +144,66 @@ def test_messages_of_a_transaction_already_read_go_to_handle_many_in_one_call(tm
         os.close(out_fd)
     assert calls == [[f"m{n}" for n in range(50)]] and singles == ["alone"]
     assert replies.read_text().split("\n")[:-1] == ["OK", "OK", *["DEFER_COMMIT"] * 50, "OK", "OK"]
+
+
+def _serve_file(tmp_path, lines, flush=lambda: None):
+    """Serve ``lines`` as the relay hands them over, with a spool; return what handle_many saw and the replies."""
+    import os
+
+    from omprog_ban.omprog import serve
+    from omprog_ban.spool import Spool
+
+    source, replies = tmp_path / "in", tmp_path / "out"
+    source.write_bytes("".join(line + "\n" for line in lines).encode())
+    spool = Spool(tmp_path / "spool")
+    seen: list[tuple[list[str], list[str], list[str]]] = []  # (texts, replies so far, spooled) at each call
+
+    def handle_many(group, defer=False):
+        seen.append(([line.text for line in group], replies.read_text().split(), spool.pending()))
+
+    in_fd, out_fd = os.open(source, os.O_RDONLY), os.open(replies, os.O_WRONLY | os.O_CREAT)
+    try:
+        serve(lambda line, defer=False: None, flush, lambda now: None, in_fd, out_fd, relayed=True,
+              handle_many=handle_many, spool=spool)
+    finally:
+        os.close(in_fd)
+        os.close(out_fd)
+    left = spool.pending()
+    spool.close()
+    return seen, replies.read_text().split("\n")[:-1], left
+
+
+def _keyed(n):
+    return json.dumps({"msg": f"m{n}", "uuid": f"u{n}"})
+
+
+def test_a_batch_in_hand_is_committed_once_spooled_then_counted(tmp_path):
+    lines = ["BEGIN TRANSACTION", *(_keyed(n) for n in range(50)), "COMMIT TRANSACTION", "alone"]
+    seen, replies, left = _serve_file(tmp_path, lines)
+    assert len(seen) == 1
+    texts, replied, spooled = seen[0]
+    assert texts == [f"m{n}" for n in range(50)]
+    assert replied == ["OK", "OK"]  # the start-up OK and the commit's, before a message was counted
+    assert spooled == [(_keyed(n) + "\n").encode() for n in range(50)]  # ... because they were in the spool
+    assert replies == ["OK", "OK", "OK"] and left == []  # then "alone"; the spool emptied once they counted
+
+
+def test_without_uuids_or_with_bans_owed_a_commit_waits_for_the_counting(tmp_path):
+    plain = ["BEGIN TRANSACTION", *(f"m{n}" for n in range(5)), "COMMIT TRANSACTION"]
+    (tmp_path / "plain").mkdir()
+    seen, replies, _ = _serve_file(tmp_path / "plain", plain)
+    assert [replied for _, replied, _ in seen] == [["OK"]]  # counted before the commit was answered
+    assert [spooled for _, _, spooled in seen] == [[]] and replies == ["OK", "OK"]
+
+    refusals = [NftError("set full")]
+
+    def flush():  # the kernel refuses the first batch's bans once
+        if refusals:
+            raise refusals.pop()
+
+    keyed = ["BEGIN TRANSACTION", *(_keyed(n) for n in range(5)), "COMMIT TRANSACTION",
+             "BEGIN TRANSACTION", *(_keyed(n) for n in range(5, 10)), "COMMIT TRANSACTION"]
+    seen, replies, _ = _serve_file(tmp_path, keyed, flush)
+    assert [replied for _, replied, _ in seen] == [["OK", "OK"], ["OK", "OK"]]
+    # the first commit answered from the spool; its bans refused, the second waits for the flush
+    assert [len(spooled) for _, _, spooled in seen] == [5, 0] and replies == ["OK", "OK", "OK"]

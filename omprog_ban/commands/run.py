@@ -14,9 +14,10 @@ import sys
 
 from omprog_ban import cli, metrics
 from omprog_ban.nft import NftError
-from omprog_ban.omprog import serve
+from omprog_ban.omprog import frame, serve
 from omprog_ban.relay import run_split
 from omprog_ban.runtime import LockedError, Runtime
+from omprog_ban.spool import Spool
 
 NAME = "run"
 HELP = "serve rsyslog's omprog protocol on stdin/stdout"
@@ -56,8 +57,31 @@ def work(config, args, input_fd: int, answer_fd: int) -> int:
         return cli.EX_UNAVAILABLE
     log.info("ready: %d jail(s) %s, table inet %s%s", len(config.jails), ", ".join(config.jails),
              config.table, " (dry run)" if args.dry_run else "")
+    spool = Spool(runtime.state_dir / ("dry-run.spool" if args.dry_run else "spool"))
     try:
-        return serve(runtime.pipeline.handle, runtime.pipeline.flush, runtime.maintain, input_fd, answer_fd,
-                     relayed=True, handle_many=runtime.pipeline.handle_many)
+        _count_spooled(spool, runtime)
+        pipeline = runtime.pipeline
+        return serve(pipeline.handle, pipeline.flush, runtime.maintain, input_fd, answer_fd, relayed=True,
+                     handle_many=pipeline.handle_many, spool=spool)
     finally:
+        spool.close()
         runtime.close()
+
+
+def _count_spooled(spool: Spool, runtime: Runtime) -> None:
+    """Count what a dead worker left in the spool (its batch was committed), before anything else.
+
+    What it had counted already is recognised by the messages' uuids. Bans the
+    kernel refuses stay pending, so the next commit waits for them.
+    """
+    lines = spool.pending()
+    if not lines:
+        return
+    now = runtime.clock()
+    log.warning("counting %d message(s) a committed batch left in the spool", len(lines))
+    runtime.pipeline.handle_many([frame(line, now) for line in lines], defer=True)
+    try:
+        runtime.pipeline.flush()
+    except NftError as error:
+        log.error("nft refused bans of spooled messages; they stay owed: %s", error)
+    spool.clear()
