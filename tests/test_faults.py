@@ -87,6 +87,37 @@ def _attack_with_kills(rsyslog, server, hosts, chunk: int, every: int, seed: int
     return killed
 
 
+def test_workers_killed_with_a_committed_batch_in_the_spool_lose_nothing(tmp_path, server):
+    # A backlog the worker cannot keep up with: it answers commits once the rest of a batch is
+    # spooled (omprog_ban/spool.py). Each worker is SIGKILLed while the spool holds such a batch.
+    attackers = [f"198.18.{n // 250}.{n % 250 + 1}" for n in range(800)]  # 10 failures each: banned
+    bystanders = [f"198.19.{n // 250}.{n % 250 + 1}" for n in range(800)]  # 9 each: never banned
+    lines = [amps_line(a, port=i) for a in attackers for i in range(10)]
+    lines += [amps_line(b, port=i) for b in bystanders for i in range(9)]
+    random.Random(17).shuffle(lines)
+    spool = tmp_path / "state" / "spool"
+    rsyslog = started(tmp_path, server)
+    try:
+        rsyslog.write_amps(lines)
+        caught = 0
+        deadline = time.monotonic() + 30
+        while caught < 2 and time.monotonic() < deadline:
+            worker = rsyslog.worker()
+            if worker and spool.exists() and spool.stat().st_size > 0:
+                os.kill(worker, signal.SIGKILL)
+                wait_for(lambda: not os.path.exists(f"/proc/{worker}/status")
+                         or "State:\tZ" in open(f"/proc/{worker}/status").read(), 5)
+                caught += spool.stat().st_size > 0  # killed before it had counted the spooled batch
+            time.sleep(0.0005)
+        assert caught == 2, "no worker was caught with a spooled batch"
+        assert wait_for(lambda: len(banned(server)) >= len(attackers), 30), len(banned(server))
+        time.sleep(1.0)
+        assert banned(server) == set(attackers)  # and not one bystander
+        assert "a committed batch left in the spool" in rsyslog.log_text()
+    finally:
+        rsyslog.stop()
+
+
 def test_a_child_killed_while_its_worker_starts_is_started_again(tmp_path, server):
     import fcntl
 
