@@ -3,8 +3,9 @@
 A message is one line on stdin: the plain log line (imfile, ``%msg%``) or a JSON
 object from the shipped template (``msg`` plus ``uuid`` and other properties).
 The reply is ``OK`` once the failures it carried are in the ledger and the bans
-it triggered are in the kernel; an nft failure replies with an error line, which
-makes rsyslog suspend the action and resend the message. A line that matches
+it triggered are in the kernel (a transaction's commit may come sooner, once
+its messages are in the spool: see ``serve``); an nft failure replies with an
+error line, which makes rsyslog suspend the action and resend the message. A line that matches
 nothing, or is malformed, is still answered ``OK``. EOF or SIGTERM ends with 0.
 """
 

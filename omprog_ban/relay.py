@@ -15,7 +15,9 @@ The relay answers by itself only what it may promise without the worker:
 and passes on the worker's answer, which follows the worker's durable work, for:
 
 - ``COMMIT TRANSACTION``: ``OK`` once every failure of the batch is in the
-  ledger and every ban in the kernel, or the nft error;
+  ledger and every ban in the kernel, or the nft error; or, when the worker is
+  behind and the rest of the batch is in hand, once that rest is in the spool
+  (:mod:`omprog_ban.spool`), to be counted right after;
 - a message outside a transaction.
 
 The start-up ``OK`` is the relay's, once the config is checked: a worker that
@@ -40,7 +42,8 @@ one goes unanswered.
   to EOF, counts them, applies the bans and exits. rsyslog resends from the
   unanswered message on, and what was counted already is known by its uuid.
 - The worker killed: the relay answers the rest of the batch as before and fails
-  its commit, so rsyslog resends the whole batch; then the relay exits.
+  its commit, so rsyslog resends the whole batch; then the relay exits. A batch
+  it had committed from the spool is counted by the next worker, first.
 
 Either way rsyslog then starts a new ``run``.
 """
