@@ -108,7 +108,13 @@ class Ledger:
 
 def failure_line(moment: float, jail: str, address: str, key: str) -> str:
     """Return the text of an F record, as ``Record("F", moment, jail, address, key)`` is written."""
-    return f"F\t{moment:.6f}\t{jail}\t{address}\t{key}\n" if key else f"F\t{moment:.6f}\t{jail}\t{address}\n"
+    if moment != _STAMP[0]:  # live, the messages of a batch share the time they were read
+        _STAMP[:] = [moment, f"{moment:.6f}"]
+    stamp = _STAMP[1]
+    return f"F\t{stamp}\t{jail}\t{address}\t{key}\n" if key else f"F\t{stamp}\t{jail}\t{address}\n"
+
+
+_STAMP: list = [None, ""]  # the last moment written, and its text: formatting a float is dear
 
 
 def _line(record: Record) -> str:

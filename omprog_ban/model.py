@@ -99,14 +99,22 @@ def canonical(address: Address) -> Address:
     return address
 
 
-def text(address: Address) -> str:
-    """Return ``address`` as canonical text, memoised (bounded): a ban writes it several times."""
-    found = _TEXTS.get(address)
+def text(address: Address | Network) -> str:
+    """Return ``address`` as canonical text, memoised (bounded): a ban writes it several times.
+
+    The memo is keyed by the address's int, one memo per family: an ``ipaddress``
+    object hashes in Python, at twice the price of ``int``.
+    """
+    memo = _TEXTS.get(address.__class__)
+    if memo is None:  # a network (a subnet ban): rare
+        return str(address)
+    number = int(address)
+    found = memo.get(number)
     if found is None:
-        if len(_TEXTS) >= 65536:
-            _TEXTS.clear()
-        found = _TEXTS[address] = str(address)
+        if len(memo) >= 65536:
+            memo.clear()
+        found = memo[number] = str(address)
     return found
 
 
-_TEXTS: dict = {}
+_TEXTS: dict[type, dict[int, str]] = {ipaddress.IPv4Address: {}, ipaddress.IPv6Address: {}}
