@@ -1,8 +1,8 @@
 """omprog-ban replay and test against fail2ban-regex, on the same files in one run.
 
 - ``omprog-ban replay``: in a fresh interpreter (no memo warm from an earlier
-  run), the replay command's own pieces (``Pipeline`` with its ``Collect``
-  backend, ``read_lines``, ``file_time``) on one jail of bench/jails.toml; timed
+  run), the replay command's own loop (``commands.replay.replay``: ``Pipeline``
+  with its ``Collect`` backend) on one jail of bench/jails.toml; timed
   from the first line read to the last line handled (config loading and
   imports excluded; printing the bans too).
 - ``omprog-ban test --grammar G FILE``: the command itself (``cli.main``) in a
@@ -36,10 +36,8 @@ from pathlib import Path
 from bench import generate
 from bench.table import Row, count, rate, render
 from omprog_ban import cli, config as configuration
-from omprog_ban.commands.replay import Collect
-from omprog_ban.model import LogLine
+from omprog_ban.commands.replay import Collect, replay
 from omprog_ban.pipeline import Pipeline
-from omprog_ban.sources import file_time, read_lines
 
 HERE = Path(__file__).resolve().parent
 JAILS = HERE / "jails.toml"
@@ -103,15 +101,12 @@ def jail_config(service: str, state_dir: Path) -> configuration.Config:
 
 def omprog_replay(config: configuration.Config, path: Path) -> Timing:
     """Run ``path`` through the replay pipeline (grammar, jail, engine, dry backend); time it."""
-    pipeline = Pipeline(config, Collect(), ledger=None, log_time=True)
-    lines = bans = 0
+    backend = Collect()
+    pipeline = Pipeline(config, backend, ledger=None, log_time=True)
     start = time.perf_counter()
-    pipeline.last_time = file_time(str(path))
-    for _number, text in read_lines(str(path)):
-        lines += 1
-        bans += len(pipeline.handle(LogLine(text, pipeline.last_time)))
+    lines = replay(pipeline, [str(path)], lambda ban, path, number: None)
     seconds = time.perf_counter() - start
-    return Timing(lines, seconds, sum(c.counted for c in pipeline.counters.values()), bans)
+    return Timing(lines, seconds, sum(c.counted for c in pipeline.counters.values()), len(backend.bans))
 
 
 def _test_command(grammar: str, path: Path) -> tuple[float, str]:

@@ -155,6 +155,22 @@ class Pipeline:
                 self.flush()
         return bans
 
+    def decide(self, line: LogLine) -> list[Ban]:
+        """Count one line and return the bans it triggers, left in ``pending`` for ``flush``.
+
+        For a source without a ledger (replay), which needs each ban's line but
+        not each ban applied at once: no ledger write, no flush per line. A line
+        that raises (a bug) is logged and passed over, as in ``handle_many``.
+        """
+        bans: list[Ban] = []
+        try:
+            self._count(line, [], bans)
+        except Exception:  # noqa: BLE001 - one bad line must not cost the others
+            log.exception("could not process a message; passed over: %r", line.text[:200])
+        if bans:
+            self.pending.extend(bans)
+        return bans
+
     def _count(self, line: LogLine, records: list[str], bans: list[Ban]) -> None:
         """Count one line: its failures' ledger lines go to ``records``, the bans they trigger to ``bans``."""
         found = self.failures(line)

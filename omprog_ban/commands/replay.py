@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import Callable, Iterable
 
 from omprog_ban import cli
 from omprog_ban.model import Ban, LogLine
@@ -17,6 +18,7 @@ from omprog_ban.pipeline import Pipeline
 from omprog_ban.sources import file_time, read_lines
 
 NAME = "replay"
+FLUSH = 1024  # decided bans handed to the (dry) backend at once
 HELP = "replay log files through grammars, jails and engine; print the bans"
 
 
@@ -46,16 +48,30 @@ def main(args) -> int:
     config = cli.load_config(args)
     backend = Collect()
     pipeline = Pipeline(config, backend, ledger=None, log_time=True)
-    lines = 0
-    for path in args.files:
-        pipeline.last_time = file_time(path)
-        for number, text in read_lines(path):
-            lines += 1
-            for ban in pipeline.handle(LogLine(text, pipeline.last_time)):
-                _print(ban, path, number, args.json)
+    lines = replay(pipeline, args.files, lambda ban, path, number: _print(ban, path, number, args.json))
     if not args.json:
         print(f"{lines} lines, {len(backend.bans)} bans")
     return 0
+
+
+def replay(pipeline: Pipeline, paths: Iterable[str], on_ban: Callable[[Ban, str, int], None]) -> int:
+    """Run every line of ``paths``, in order, through ``pipeline`` (on the logs' own time); return how many.
+
+    ``on_ban(ban, path, number)`` hears of each ban with the line that decided
+    it; the bans reach the backend in groups (``FLUSH``) and all by the return.
+    """
+    lines = 0
+    decide = pipeline.decide
+    for path in paths:
+        pipeline.last_time = file_time(path)
+        for number, text in read_lines(path):
+            lines += 1
+            for ban in decide(LogLine(text, pipeline.last_time)):
+                on_ban(ban, path, number)
+            if len(pipeline.pending) >= FLUSH:
+                pipeline.flush()
+    pipeline.flush()
+    return lines
 
 
 def _print(ban: Ban, path: str, number: int, as_json: bool) -> None:
