@@ -147,3 +147,22 @@ rules = ["name-in-use"]
         pipeline.flush()
     assert [(b.jail, str(b.address)) for b in backend.applied] == [("b", "192.0.2.2")]
     assert [(b.jail, str(b.address)) for b in pipeline.pending] == [("a", "192.0.2.1")]
+
+
+
+@pytest.mark.parametrize("service", ["amps", "apache-error", "apache-access", "elgg", "named"])
+def test_deciding_line_by_line_bans_as_handling_does(tmp_path, service):
+    from bench import generate
+    from bench.replay import jail_config
+    from omprog_ban.commands.replay import Collect
+
+    texts = [text for _, text in generate.lines(service, "flood", 4000, seed=3)]
+    handled, decided = Collect(), Collect()
+    one = Pipeline(jail_config(service, tmp_path), handled, log_time=True)
+    other = Pipeline(jail_config(service, tmp_path), decided, log_time=True)
+    for text in texts:
+        one.handle(LogLine(text, one.last_time))
+        other.decide(LogLine(text, other.last_time))
+    other.flush()
+    assert len(handled.bans) > 10  # the flood bans
+    assert decided.bans == handled.bans
