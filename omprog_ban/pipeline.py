@@ -82,8 +82,9 @@ class Pipeline:
         for jail in jails:
             routes.setdefault(jail.grammar, []).append(jail)
         # Per grammar: its keyword scan, its matcher (the compiled regex when it has
-        # one), its convert, and its jails with their counters, all looked up once.
-        self._routes = [(GRAMMARS[name].mentions, _matcher(GRAMMARS[name]), GRAMMARS[name].convert,
+        # one; live, without the stamps), its convert, and its jails with their
+        # counters, all looked up once.
+        self._routes = [(GRAMMARS[name].mentions, GRAMMARS[name].matcher(self.log_time), GRAMMARS[name].convert,
                          [(jail, self._counters[jail.name], jail.filtered) for jail in group])
                         for name, group in routes.items()]
 
@@ -309,7 +310,3 @@ class Pipeline:
         """Rewrite the ledger with only what still matters at ``now``."""
         recovery.compact(self, now)
 
-
-def _matcher(grammar) -> Callable:
-    """Return the fastest way to match a whole line with ``grammar`` (its compiled regex when it has one)."""
-    return grammar.compiled.match if grammar.compiled is not None else grammar.match

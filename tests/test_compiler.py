@@ -43,6 +43,10 @@ def _agree(grammar, text):
     assert _present(fast) == _present(slow, kept)
     if fast is not None:
         assert grammar.convert(fast, 1.7e9) == grammar.convert(slow, 1.7e9)
+    live = grammar.matcher(stamps=False)(text)  # live: no stamp captured, none converted
+    assert _present(live) == _present(slow, set(grammar.reads))
+    if live is not None:
+        assert grammar.convert(live, None) == grammar.convert(slow, None)
 
 
 def _present(fields, kept=None):
