@@ -8,8 +8,9 @@ death of the process, SIGKILL included, and the kernel writes them back on its
 own. No fsync: a host crash loses the kernel's sets too. ``bench/`` measures
 the cost against a ``write(2)`` per message.
 
-The file is sparse and NUL-filled past the last record; a record torn by a
-kill in mid-copy lacks its newline and is skipped. When the mapping fills up
+The file is sparse and NUL-filled past the last record. A record torn by a
+kill in mid-copy lacks its newline: the next open cuts it off, with anything
+after it (a copy need not go front to back), before appending again. When the mapping fills up
 it is doubled; compaction writes the live state to ``ledger.new``, fsyncs it
 and renames it over the old file.
 
@@ -53,14 +54,15 @@ class Ledger:
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         length = os.fstat(self._fd).st_size
-        if length < INITIAL:
-            os.ftruncate(self._fd, INITIAL)
-            length = INITIAL
+        self.size = _whole(self._fd, length)
+        # Cut what follows the last whole record and map zeros after it: a record
+        # torn by a kill in mid-copy is dropped (its message had no OK yet, so
+        # rsyslog resends it), never closed off into a record with a cut key,
+        # and bytes a torn copy left further on can never join a later record.
+        os.ftruncate(self._fd, self.size)
+        length = max(length, INITIAL)
+        os.ftruncate(self._fd, length)
         self._map = mmap.mmap(self._fd, length)
-        end = self._map.find(b"\0")
-        self.size = length if end < 0 else end
-        if self.size and self._map[self.size - 1] != 0x0A:  # a record torn by a kill: close it off
-            self.append_bytes(b"\n")
 
     def append(self, records: list[Record]) -> None:
         """Copy ``records`` into the mapping; they outlive this process."""
@@ -104,6 +106,15 @@ class Ledger:
         """Unmap and close; the kernel writes the pages back."""
         self._map.close()
         os.close(self._fd)
+
+
+def _whole(fd: int, length: int) -> int:
+    """Return where the whole records of a ledger file end: at the last newline before its first NUL."""
+    if not length:
+        return 0
+    with mmap.mmap(fd, length, access=mmap.ACCESS_READ) as view:
+        end = view.find(b"\0")
+        return view.rfind(b"\n", 0, length if end < 0 else end) + 1
 
 
 def failure_line(moment: float, jail: str, address: str, key: str) -> str:

@@ -81,7 +81,8 @@ def _attack_with_kills(rsyslog, server, hosts, chunk: int, every: int, seed: int
                 time.sleep(pause())
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
-    assert wait_for(lambda: banned(server) == set(attackers), 30), sorted(banned(server))
+    assert wait_for(lambda: banned(server) == set(attackers), 30), (
+        f"missing {sorted(set(attackers) - banned(server))}, wrongly banned {sorted(banned(server) - set(attackers))}")
     time.sleep(1.0)
     assert banned(server) == set(attackers)  # and no bystander, however often a process died
     return killed
