@@ -33,7 +33,7 @@ from pathlib import Path
 from bench import generate
 from bench.table import Row, count, figure, render
 from bench.workspace import HERE, TABLE, write_config
-from omprog_ban.ledger import Ledger
+from omprog_ban import ledger
 from tests.lab import PROGRAM, Namespace, Rsyslog, wait_for
 
 OK_CHILD = """\
@@ -154,13 +154,7 @@ def omprog_ban(workdir: Path, lines: list[str], timeout: float, transactions: bo
 
 def _records(path: Path) -> list:
     """Return the ledger's records: each failure with the time its line was read."""
-    if not path.exists():
-        return []
-    ledger = Ledger(path)
-    try:
-        return list(ledger.replay())
-    finally:
-        ledger.close()
+    return ledger.read(path)
 
 
 def run(workdir: Path, lines: int, seed: int = 7) -> list[Row]:
