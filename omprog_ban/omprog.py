@@ -5,124 +5,29 @@ object from the shipped template (``msg`` plus ``uuid`` and other properties).
 The reply is ``OK`` once the failures it carried are in the ledger and the bans
 it triggered are in the kernel (a transaction's commit may come sooner, once
 its messages are in the spool: see ``serve``); an nft failure replies with an
-error line, which makes rsyslog suspend the action and resend the message. A line that matches
-nothing, or is malformed, is still answered ``OK``. EOF or SIGTERM ends with 0.
+error line, which makes rsyslog suspend the action and resend the message. A
+line that matches nothing, or is malformed, is still answered ``OK``. EOF or
+SIGTERM ends with 0. Lines become LogLines in :mod:`omprog_ban.framing`.
 """
 
 from __future__ import annotations
 
-import json
-import json.scanner
 import logging
 import os
-import select
 import time
-from collections import deque
 from typing import Callable
 
+from omprog_ban.framing import MAX_LINE, LineReader, frame
 from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
 from omprog_ban.spool import Spool
 
 log = logging.getLogger("omprog-ban")
-MAX_LINE = 1 << 20  # longer input is cut here; rsyslog's own maximum is smaller
 # Relayed, the next line comes from the relay on another CPU: waking a sleeping
 # process there costs more than polling a little first (see omprog_ban.relay).
 # The relay's turn (answer rsyslog, read its next line, hand it over) takes
 # some tens of microseconds.
 SPIN = 50e-6
-_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner where there is one
-
-
-def frame(raw: bytes, received: float) -> LogLine:
-    """Return the LogLine one input line carries; never raise."""
-    text = raw.decode("utf-8", "replace").rstrip("\r\n")
-    key, meta = None, {}
-    if text.startswith("{"):
-        try:
-            data, end = _scan(text, 0)  # json.loads without its Python layers; whitespace checked below
-            if text[end:].strip(" \t"):
-                data = None
-        except (ValueError, StopIteration, RecursionError):
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("msg"), str):
-            text = data.pop("msg")
-            key = data.get("uuid")
-            key = key if isinstance(key, str) and key else None
-            meta = data  # the template's other properties (uuid, programname, ...)
-    if text.startswith(" "):  # rsyslog's %msg% keeps the space after the tag's colon
-        text = text[1:]
-    return LogLine(text, received, key, meta)
-
-
-class LineReader:
-    """Read whole lines from a descriptor, with a timeout, without stdio buffering surprises.
-
-    A line longer than MAX_LINE is returned in MAX_LINE pieces, the first piece
-    without its newline; ``serve`` answers the first piece and skips the rest.
-    """
-
-    def __init__(self, fd: int, spin: float = 0.0) -> None:
-        self.fd = fd
-        self.spin = spin
-        self._poll = select.poll()  # made once: select.select() rebuilds its sets on every call
-        self._poll.register(fd, select.POLLIN)
-        self._lines: deque[bytes] = deque()
-        self._partial = b""
-        self._eof = False
-
-    def readline(self, timeout: float) -> bytes | None:
-        """Return the next line (with newline), b"" at EOF, or None when ``timeout`` passed."""
-        while not self._lines:
-            if self._eof:
-                line, self._partial = self._partial, b""
-                return line
-            if len(self._partial) >= MAX_LINE:
-                line, self._partial = self._partial[:MAX_LINE], self._partial[MAX_LINE:]
-                return line
-            if not self._ready(timeout):
-                return None
-            if not self._take(os.read(self.fd, 1 << 16)):
-                continue
-        return self._lines.popleft()
-
-    def _take(self, chunk: bytes) -> bool:
-        """Split ``chunk`` into whole lines after the partial one; return False at EOF (empty)."""
-        if not chunk:
-            self._eof = True
-            return False
-        pieces = (self._partial + chunk).split(b"\n")
-        self._partial = pieces.pop()
-        self._lines.extend(piece + b"\n" for piece in pieces)
-        return True
-
-    def _ready(self, timeout: float) -> bool:
-        """Wait until there is input: poll without sleeping for ``spin`` seconds first, then sleep."""
-        if self.spin:
-            until = time.perf_counter() + min(self.spin, timeout)
-            while time.perf_counter() < until:
-                if self._poll.poll(0):
-                    return True
-        return bool(self._poll.poll(timeout * 1000))
-
-    def fill(self) -> None:
-        """Read what the descriptor holds now, never waiting (and at most MAX_LINE more)."""
-        taken = 0
-        while not self._eof and taken < MAX_LINE and self._poll.poll(0):
-            chunk = os.read(self.fd, 1 << 16)
-            taken += len(chunk)
-            self._take(chunk)
-
-    def peek(self) -> bytes | None:
-        """Return the next whole line already read, without taking it; None when there is none."""
-        return self._lines[0] if self._lines else None
-
-    def read_until(self, marks: tuple[bytes, ...]) -> list[bytes]:
-        """Return (and take) the whole lines already read, up to the first one in ``marks``; never wait."""
-        lines, taken = self._lines, []
-        while lines and lines[0] not in marks:
-            taken.append(lines.popleft())
-        return taken
 
 
 def serve(

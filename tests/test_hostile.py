@@ -15,7 +15,8 @@ from omprog_ban import config
 from omprog_ban.grammars import GRAMMARS
 from omprog_ban.ledger import Ledger
 from omprog_ban.dryrun import DryRun
-from omprog_ban.omprog import frame, serve
+from omprog_ban.framing import frame
+from omprog_ban.omprog import serve
 from omprog_ban.pipeline import Pipeline
 from tests.samples import SAMPLES, read
 
