@@ -10,9 +10,9 @@ the cost against a ``write(2)`` per message.
 
 The file is sparse and NUL-filled past the last record. A record torn by a
 kill in mid-copy lacks its newline: the next open cuts it off, with anything
-after it (a copy need not go front to back), before appending again. When the mapping fills up
-it is doubled; compaction writes the live state to ``ledger.new``, fsyncs it
-and renames it over the old file.
+after it (a copy need not go front to back), before appending again. When the
+mapping fills up it is doubled; compaction writes the live state to
+``ledger.new``, fsyncs it and renames it over the old file.
 
 Records, one per line, tab-separated::
 

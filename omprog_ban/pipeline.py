@@ -112,11 +112,11 @@ class Pipeline:
             failure = None if fields is None else convert(fields, line.received if self.log_time else None)
             for jail, counters, filtered in jails:
                 counters.candidates += 1
-                if failure is None:
-                    if fields is not None:
-                        counters.parsed += 1
+                if fields is None:
                     continue
                 counters.parsed += 1
+                if failure is None:
+                    continue
                 counters.matched += 1
                 counters.last_match = line.received
                 if failure.rule in jail.rules and (not filtered or jail.admits(failure.fields, line.meta)):

@@ -13,8 +13,8 @@ import signal
 import sys
 
 from omprog_ban import cli, metrics
-from omprog_ban.nft import NftError
 from omprog_ban.framing import frame
+from omprog_ban.nft import NftError
 from omprog_ban.omprog import serve
 from omprog_ban.relay import run_split
 from omprog_ban.runtime import LockedError, Runtime
