@@ -15,19 +15,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from omprog_ban import rails, recovery
+from omprog_ban import applying, rails, recovery
 from omprog_ban.config import Config, Jail
 from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
-from omprog_ban.ledger import Ledger, Record, failure_line
+from omprog_ban.ledger import Ledger, failure_line
 from omprog_ban.model import Ban, Failure, LogLine, canonical, text
-from omprog_ban.nft import NftError
 from omprog_ban.rails import Breaker, Shields
 from omprog_ban.subnets import Subnets
 
 log = logging.getLogger("omprog-ban")
 
-CHUNK = 8192  # elements per nft transaction: larger batches can overrun netlink's buffer (ENOBUFS)
 SEEN = 65536  # delivery keys remembered: more than any batch rsyslog can resend
 
 
@@ -246,57 +244,9 @@ class Pipeline:
             self.last_key = None
 
     def flush(self) -> None:
-        """Apply the pending bans; raise NftError and keep what the kernel refused.
-
-        All of them go in one transaction (up to CHUNK elements each). When nft
-        refuses, each jail's bans are tried on their own, so one full set does
-        not hold back the other jails, and of each jail as many as the kernel
-        takes (see ``_fill``); whatever is still refused stays pending.
-        """
-        if not self.pending:
-            return
-        bans, self.pending = self.pending, []
-        try:
-            for start in range(0, len(bans), CHUNK):
-                self.backend.ban(bans[start:start + CHUNK])
-                self._applied(bans[start:start + CHUNK])
-            return
-        except NftError as error:
-            refused: list[Ban] = []
-            by_jail: dict[str, list[Ban]] = {}
-            for ban in bans[start:]:
-                by_jail.setdefault(ban.jail, []).append(ban)
-            for group in by_jail.values():
-                refused.extend(self._fill(group))
-            self.pending = refused + self.pending
-            if refused:
-                raise error
-
-    def _fill(self, group: list[Ban]) -> list[Ban]:
-        """Apply the longest head of ``group`` the kernel takes; return the rest.
-
-        Halving on each refusal: a full set costs log2(len) refused transactions,
-        not one per ban, and the bans that fit (a set with room for some) go in.
-        """
-        done, size = 0, min(len(group), CHUNK)
-        while size and done < len(group):
-            part = group[done:done + size]
-            try:
-                self.backend.ban(part)
-            except NftError:
-                size //= 2
-                continue
-            self._applied(part)
-            done += len(part)
-        return group[done:]
-
-    def _applied(self, bans: list[Ban]) -> None:
-        if self.ledger is not None:
-            self.ledger.append([Record("B", ban.time, ban.jail, text(ban.address), f"{ban.bantime:g}") for ban in bans])
-        for ban in bans:
-            self._counters[ban.jail].bans += 1
-            if self.on_ban is not None:
-                self.on_ban(ban)
+        """Apply the pending bans; raise NftError and keep what the kernel refused
+        (see :func:`omprog_ban.applying.flush`)."""
+        applying.flush(self)
 
     def restore(self, now: float) -> None:
         """Rebuild state from the kernel and the ledger (see :func:`omprog_ban.recovery.restore`)."""

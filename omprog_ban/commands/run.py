@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 from omprog_ban import cli, metrics
 from omprog_ban.framing import frame
