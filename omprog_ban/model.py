@@ -65,7 +65,9 @@ class Failure:
 
     ``time`` is the log's own timestamp in epoch seconds, or None when the line
     has none. ``fields`` holds the grammar's named fields (path, user, qname...),
-    which jails may filter on but which never provide the address.
+    which jails may filter on but which never provide the address. The grammars
+    build it with positional arguments, in this order: keyword arguments cost
+    0.2 µs more, once per failure.
     """
 
     grammar: str

@@ -45,13 +45,8 @@ def convert(result: Mapping[str, str], now: float) -> Failure | None:
     address = tokens.to_address(result.get("bracketed") or result["plain"])
     if address is None:  # 999.1.1.1, a host name: not an address AMPS wrote
         return None
-    return Failure(
-        grammar="amps",
-        rule=rule,
-        address=address,
-        time=tokens.event_seconds(result, now),
-        fields={"client": result["client"], "port": result["port"], "reason": result["reason"]},
-    )
+    return Failure("amps", rule, address, tokens.event_seconds(result, now),
+                   {"client": result["client"], "port": result["port"], "reason": result["reason"]})
 
 
 GRAMMAR = Grammar(

@@ -75,22 +75,16 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     if address is None:  # 999.1.1.1: not an address Apache wrote
         return None
     method, path = request_parts(result["request"])
-    return Failure(
-        grammar="apache-access",
-        rule="request",
-        address=address,
-        time=tokens.event_seconds(result, now),
-        fields={
-            "method": method,
-            "path": path,
-            "status": result["status"],
-            "user_agent": result.get("user_agent") or "",
-            "referer": result.get("referer") or "",
-            "vhost": result.get("vhost") or "",
-            "user": result["user"],
-        },
-    )
-
+    fields = {
+        "method": method,
+        "path": path,
+        "status": result["status"],
+        "user_agent": result.get("user_agent") or "",
+        "referer": result.get("referer") or "",
+        "vhost": result.get("vhost") or "",
+        "user": result["user"],
+    }
+    return Failure("apache-access", "request", address, tokens.event_seconds(result, now), fields)
 
 GRAMMAR = Grammar(
     name="apache-access",

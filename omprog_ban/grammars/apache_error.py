@@ -89,13 +89,8 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     if address is None:  # 999.1.1.1, a host name: not an address Apache wrote
         return None
     rule = tokens.marked(result, RULES)
-    return Failure(
-        grammar="apache-error",
-        rule=rule,
-        address=address,
-        time=tokens.event_seconds(result, now),
-        fields={"path": path(result), "module": result.get("module") or "", "code": result.get("code") or ""},
-    )
+    return Failure("apache-error", rule, address, tokens.event_seconds(result, now),
+                   {"path": path(result), "module": result.get("module") or "", "code": result.get("code") or ""})
 
 
 GRAMMAR = Grammar(

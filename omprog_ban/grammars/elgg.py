@@ -39,13 +39,8 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     address = tokens.to_address(result["client"])
     if address is None:  # 999.1.1.1: no fallback to an earlier "from" in the user name
         return None
-    return Failure(
-        grammar="elgg",
-        rule="auth",
-        address=address,
-        time=tokens.event_seconds(result, now),
-        fields={"user": result["user"]},
-    )
+    return Failure("elgg", "auth", address, tokens.event_seconds(result, now),
+                   {"user": result["user"]})
 
 
 GRAMMAR = Grammar(

@@ -102,13 +102,8 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
         return None
     rule = tokens.marked(result, RULES)
     qname, qtype = question(result)
-    return Failure(
-        grammar="named",
-        rule=rule,
-        address=address,
-        time=tokens.event_seconds(result, now),
-        fields={"qname": qname, "qtype": qtype, "view": result.get("view") or ""},
-    )
+    return Failure("named", rule, address, tokens.event_seconds(result, now),
+                   {"qname": qname, "qtype": qtype, "view": result.get("view") or ""})
 
 
 GRAMMAR = Grammar(
