@@ -44,6 +44,11 @@ one goes unanswered.
 - The worker killed: the relay answers the rest of the batch as before and fails
   its commit, so rsyslog resends the whole batch; then the relay exits. A batch
   it had committed from the spool is counted by the next worker, first.
+- The worker killed between batches: the relay notices at once (it waits for
+  rsyslog's next line and the worker's end together) and starts ``run`` afresh
+  in its own process (``exec``, the same pipes to rsyslog, no second start-up
+  ``OK``), so a batch answered from the spool is counted now, not whenever
+  rsyslog next has a message.
 
 Either way rsyslog then starts a new ``run``.
 """
@@ -55,6 +60,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 from typing import Callable
 
@@ -72,6 +78,13 @@ SPIN = 200e-6
 
 class WorkerGone(Exception):
     """The worker closed its end: it exited or was killed."""
+
+
+class WorkerGoneIdle(WorkerGone):
+    """The worker ended between batches, with nothing of rsyslog's in hand."""
+
+
+RESTARTED = "OMPROG_BAN_RELAY_RESTARTED"  # set across the relay's re-exec: rsyslog had its start-up OK
 
 
 def run_split(worker: Callable[[int, int], int], stdin_fd: int = 0, stdout_fd: int = 1) -> int:
@@ -101,16 +114,35 @@ def run_split(worker: Callable[[int, int], int], stdin_fd: int = 0, stdout_fd: i
             os._exit(code)
     os.close(to_worker)
     os.close(to_relay)
-    code = 1
+    code, idle = 1, False
     try:
-        Relay(stdin_fd, stdout_fd, from_relay, from_worker).run()
+        Relay(stdin_fd, stdout_fd, from_relay, from_worker).run(greet=not os.environ.get(RESTARTED))
+    except WorkerGoneIdle:
+        idle = True
     except WorkerGone:
         log.error("the worker is gone; exiting so that rsyslog starts a new one")
     finally:
         os.close(from_relay)  # EOF: the worker applies what it holds and exits
-        code = _wait(pid)
+        code, killed = _wait(pid)
         os.close(from_worker)
+    if idle and killed:
+        _restart()
+    if idle:
+        log.error("the worker ended (exit %d) between batches; exiting so that rsyslog starts a new one", code)
     return code
+
+
+def _restart() -> None:
+    """Start ``run`` afresh in this process (same pid, same pipes to rsyslog), without a second start-up OK.
+
+    A worker killed between batches may have answered a commit from the spool
+    and left it uncounted; rsyslog, with nothing more to send, would start no
+    new ``run`` and the bans would wait for its next message. The new worker
+    counts the spool first.
+    """
+    log.error("the worker was killed between batches; starting a new one")
+    logging.shutdown()
+    os.execve(sys.executable, sys.orig_argv, {**os.environ, RESTARTED: "1"})  # the command line rsyslog ran
 
 
 def _pipe() -> tuple[int, int]:
@@ -145,15 +177,18 @@ def worker_cpus(inherited: set[int], count: int) -> set[int]:
     return (every - inherited) or every
 
 
-def _wait(pid: int) -> int:
+def _wait(pid: int) -> tuple[int, bool]:
+    """Return the worker's exit code (1 when a signal ended it) and whether a signal did."""
     while True:
         try:
             _, status = os.waitpid(pid, 0)
-            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
+            if os.WIFEXITED(status):
+                return os.waitstatus_to_exitcode(status), False
+            return 1, os.WIFSIGNALED(status)
         except InterruptedError:
             continue
         except ChildProcessError:
-            return 1
+            return 1, False
 
 
 class Relay:
@@ -166,9 +201,12 @@ class Relay:
         self.answers = b""  # the worker's answers read but not yet passed on
         self._poll = select.poll()
         self._poll.register(from_worker, select.POLLIN)
+        self._idle = select.poll()  # between batches: rsyslog's next line, or the worker's end
+        self._idle.register(stdin_fd, select.POLLIN)
+        self._idle.register(from_worker, select.POLLIN)
         self.gone = False  # the worker died inside a transaction: its commit gets GONE
 
-    def run(self) -> None:
+    def run(self, greet: bool = True) -> None:
         """Relay until EOF on stdin; raise WorkerGone if the worker ends first.
 
         A worker that dies inside a transaction is not given away by a missing
@@ -180,11 +218,14 @@ class Relay:
         # while the worker starts (rsyslog 8.2302 with forceSingleInstance stops the
         # action for good if a child dies before its OK; one that dies after it is
         # started again). The worker's own start-up OK is read and dropped here.
-        self.stdout(b"OK\n")
+        if greet:  # not after a restart in place: rsyslog had it
+            self.stdout(b"OK\n")
         self.answer()
         in_batch = False
         head = b""  # the first bytes of the line being read (enough to tell a mark)
         while True:
+            if not in_batch and not head:
+                self.wait_idle()
             chunk = os.read(self.stdin_fd, 1 << 16)
             if not chunk:
                 break
@@ -218,6 +259,18 @@ class Relay:
             if replies:
                 self.stdout(b"".join(replies) if len(replies) > 1 else replies[0])
         self.hand_over()
+
+    def wait_idle(self) -> None:
+        """Between batches: return when rsyslog writes; raise WorkerGoneIdle if the worker ends first."""
+        while True:
+            ready = {fd for fd, _ in self._idle.poll()}
+            if self.stdin_fd in ready:
+                return
+            chunk = os.read(self.from_worker, 4096)
+            if not chunk:
+                self.gone = True
+                raise WorkerGoneIdle()
+            self.answers += chunk  # nothing is owed an answer here; kept in order all the same
 
     def verdict(self) -> bytes:
         """Hand over what is held and return the worker's answer to its last line."""

@@ -178,3 +178,20 @@ def test_many_lines_in_one_write_get_one_answer_each_in_order(tmp_path):
     started = time.monotonic()
     run.process.stdin.close()
     assert run.process.wait(10) == 0 and time.monotonic() - started < 5
+
+
+def test_a_worker_killed_between_batches_is_replaced_in_place_and_counts_the_spool(tmp_path):
+    run = Run(tmp_path).ready()
+    relay, worker = run.process.pid, run.worker()
+    # As a worker leaves it when killed right after answering a commit from the spool: nothing more
+    # comes from rsyslog, so no new run would start; the relay starts a new worker itself.
+    spool = Spool(tmp_path / "dry-run.spool")
+    spool.keep([(message("192.0.2.13", n) + "\n").encode() for n in range(20)])
+    spool.close()
+    os.kill(worker, signal.SIGKILL)
+    assert wait_for(lambda: run.failures() == 20 and run.spooled() == set(), 10), run.failures()
+    assert run.process.pid == relay and run.process.poll() is None  # the same process rsyslog started
+    assert run.worker() != worker
+    assert run.send("not a failure") == "OK"  # one answer, no second start-up OK in the way
+    run.process.stdin.close()
+    assert run.process.wait(10) == 0
