@@ -20,6 +20,7 @@ from typing import Callable
 from omprog_ban.framing import MAX_LINE, LineReader, frame
 from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
+from omprog_ban.pipeline import SEEN
 from omprog_ban.spool import Spool
 
 log = logging.getLogger("omprog-ban")
@@ -175,7 +176,7 @@ def _write(fd: int, data: bytes) -> None:
 BEGIN, COMMIT = b"BEGIN TRANSACTION\n", b"COMMIT TRANSACTION\n"
 MARKS = (BEGIN, COMMIT)
 SLICE = 64  # messages counted between two looks for the commit
-EARLY = 32768  # most messages a commit answered from the spool may hold: half the delivery keys a pipeline remembers
+EARLY = SEEN // 2  # most messages a commit answered from the spool may hold: a resend must find all their keys
 
 
 def _reply(action: Callable[..., object], *args, **kwargs) -> str:

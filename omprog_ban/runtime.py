@@ -28,8 +28,8 @@ from omprog_ban.nft import Nft, NftError
 from omprog_ban.pipeline import Pipeline
 
 log = logging.getLogger("omprog-ban")
-COMPACT_AT = 16 << 20
-LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval  # bytes of ledger before it is rewritten
+COMPACT_AT = 16 << 20  # bytes of ledger before it is rewritten
+LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval
 
 
 class LockedError(Exception):
