@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pyparsing as pp
 import pytest
 from hypothesis import given, settings
@@ -94,3 +96,47 @@ def test_peg_semantics(element, text, expected):
 def test_unsupported_features_fall_back_to_pyparsing():
     assert compile_element(pp.Regex("a").add_parse_action(lambda t: t)) is None
     assert compile_element(pp.Or([pp.Literal("a"), pp.Literal("ab")])) is None
+
+
+UNGUARDED = pp.Opt(tokens.RFC5424 | tokens.RFC3164 | tokens.RSYSLOG_FILE | tokens.JOURNAL_SHORT)
+CARRIERS = [
+    "<13>1 2017-12-07T16:55:49.939Z host amps 99 - - ",
+    "<13>Dec  7 16:55:49 host amps[99]: ",
+    "Dec  7 16:55:49 host amps[99]: ",
+    "Dec 17 16:55:49 amps: ",
+    "2017-12-07T16:55:49.939559+01:00 host amps[99]: ",
+    "host named[812]: ",
+    "2017-12-07T16:55:49.9395590-08:00 [26] info: ",
+    "[Sun Nov 05 09:34:27.123456 2017] [core:error] ",
+    "10-Mar-2025 08:00:00.004 security: ",
+]
+
+
+def _header_end(element, text):
+    """Where the next token starts (tokens skip leading whitespace) after ``element``."""
+    element.parse_with_tabs()
+    end = element.try_parse(text, 0)
+    return len(text) - len(text[end:].lstrip(" \t\r\n"))
+
+
+WORDS = ["<13>1", "<13>", "Dec", " 7", "16:55:49", "2017-12-07T16:55:49.939Z", "host", ":host", "[host", "h[o",
+         "amps[99]:", "amps:", ":", "-", "[26]", "[x=1]", "info:", "\t"]
+
+
+@pytest.mark.parametrize("first", WORDS)
+def test_the_carrier_guard_turns_away_no_carrier(first):
+    """The guard before the four carrier headers only saves time: with or without
+    it, the header takes the same text from any line (the rest parses alike)."""
+    for rest in itertools.product(WORDS, repeat=2):
+        for space in (" ", "  "):
+            text = space.join((first, *rest)) + " 07-0013 client"
+            assert _header_end(tokens.syslog_header, text) == _header_end(UNGUARDED, text), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=st.sampled_from(CARRIERS + [text for _, text in LINES]), cut=st.integers(0, 60),
+       insert=st.text(alphabet=st.sampled_from(list(" \t[]<>:0123456789-TZDecJanhost.")), max_size=8))
+def test_the_carrier_guard_on_mutated_lines(head, cut, insert):
+    """As above, on carriers and sample lines with text put in."""
+    text = head[:cut] + insert + head[cut:]
+    assert _header_end(tokens.syslog_header, text) == _header_end(UNGUARDED, text)

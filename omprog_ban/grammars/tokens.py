@@ -262,7 +262,15 @@ JOURNAL_SHORT = pp.Regex(r"(?P<host>[^\s\[]\S*+) (?P<tag>[^\s\[:]{1,64}+)\[(?P<p
     "journal short header"
 )
 
-syslog_header = pp.Opt(RFC5424 | RFC3164 | RSYSLOG_FILE | JOURNAL_SHORT).set_name("syslog header")
+# A guard before the four: every carrier starts with "<", a month name and a
+# space, or a first word, a space and a character that is neither a space nor
+# "[" (the host of the last two). It accepts every line one of them accepts (the
+# same language), and turns away at once a line without a carrier, such as a
+# daemon's own file ("2017-12-07T16:55:49.9 [26] info:", "10-Mar-2025 08:00:00.004
+# security:"), which would otherwise try all four: a third of the AMPS regex's time.
+_CARRIER_GUARD = pp.Regex(r"(?=<|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) |\S++ [^\s\[])").set_name("carrier guard")
+
+syslog_header = pp.Opt(_CARRIER_GUARD + (RFC5424 | RFC3164 | RSYSLOG_FILE | JOURNAL_SHORT)).set_name("syslog header")
 
 
 # The daemons' own stamps, checked before the carriers' (iso_time, syslog_time).
