@@ -110,7 +110,7 @@ def text(address: Address | Network) -> str:
     memo = _TEXTS.get(address.__class__)
     if memo is None:  # a network (a subnet ban): rare
         return str(address)
-    number = int(address)
+    number = address._ip  # the object's own int: ``int()`` would run its ``__int__`` in Python
     found = memo.get(number)
     if found is None:
         if len(memo) >= 65536:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from ipaddress import IPv6Address
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -190,7 +191,7 @@ class Pipeline:
         for jail, counters, failure in found:
             moment = failure.time if own_time and failure.time is not None else line.received
             address = failure.address
-            if address.version == 6:
+            if isinstance(address, IPv6Address):  # not the ``version`` property: Python code per failure
                 address = canonical(address)
             if ledger is not None:
                 records.append(failure_line(moment, jail.name, text(address), key))
@@ -210,8 +211,7 @@ class Pipeline:
         self.last_time = moment
         if ledger is not None:
             self.remember(line.key)
-        self.last_key = key
-        self._settle(line)
+        self.last_key = key if line.key is not None else None  # what ``_settle`` does, inlined
 
     def _allowed(self, ban: Ban) -> bool:
         """Ask the jail's circuit breaker; log loudly when it holds a ban back."""
