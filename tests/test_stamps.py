@@ -1,6 +1,6 @@
 """Year-less syslog stamps: the year comes from "now", and the memo never carries a year over."""
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -36,3 +36,34 @@ def test_each_case_cold(stamp, now, expected):
     tokens._SYSLOG.clear()
     tokens._YEAR[:] = [0.0, 0.0, 0]
     assert tokens.syslog_seconds(stamp, now) == expected
+
+
+
+def instant(zone: float | None, fraction: float = 0.0) -> float:
+    """2017-12-07 16:55:49 (+ ``fraction``) at UTC offset ``zone`` hours, local time when None."""
+    tz = None if zone is None else timezone(timedelta(hours=zone))
+    return datetime(2017, 12, 7, 16, 55, 49, tzinfo=tz).timestamp() + fraction
+
+
+ISO = [
+    ("2017-12-07T16:55:49.9395590-08:00", instant(-8, 0.939559)),
+    ("2017-12-07T16:55:49.9395590-08:00", instant(-8, 0.939559)),  # the memo warm: only the fraction is new
+    ("2017-12-07T16:55:49.1-08:00", instant(-8, 0.1)),
+    ("2017-12-07T16:55:49-08:00", instant(-8)),
+    ("2017-12-07T16:55:49.25Z", instant(0, 0.25)),
+    ("2017-12-07T16:55:49Z", instant(0)),
+    ("2017-12-07 16:55:49.5+0100", instant(1, 0.5)),
+    ("2017-12-07T16:55:49.", instant(None)),  # a dot without digits: the whole second
+    ("2017-12-07T16:55:49", instant(None)),  # no zone: local time
+    ("2017-12-07T16:55:49.123456", instant(None, 0.123456)),
+    ("2017-02-30T16:55:49.5Z", None),  # no such day
+    ("2017-12-07T16:55:49.5+99:99", None),  # no such offset
+]
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_iso_stamps_are_the_instant_they_name(warm):
+    for stamp, expected in ISO:
+        if not warm:
+            tokens._STAMPS.clear()
+        assert tokens.iso_seconds(stamp) == (None if expected is None else pytest.approx(expected, abs=1e-6)), stamp
