@@ -9,7 +9,7 @@ The pipeline is a chain of small stages, each with a one-line contract::
         -> backend (nftables set element with timeout)  -> the kernel expires it
 
 Sources frame, grammars parse, the engine decides, the backend acts. Every value
-passed between stages is a small frozen dataclass from :mod:`omprog_ban.model`.
+passed between stages is a small immutable value from :mod:`omprog_ban.model`.
 """
 
 __version__ = "0.1.0"
