@@ -21,7 +21,8 @@ from omprog_ban.config import Config, Jail
 from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
 from omprog_ban.ledger import Ledger, failure_line
-from omprog_ban.model import Ban, Failure, LogLine, canonical, text
+from omprog_ban.model import Ban, LogLine, canonical
+from omprog_ban.model import text as text_of
 from omprog_ban.rails import Breaker, Shields
 from omprog_ban.subnets import Subnets
 
@@ -50,7 +51,9 @@ class Pipeline:
     """Turn LogLines into applied bans. ``backend`` is ``nft.Nft`` or ``dryrun.DryRun``.
 
     ``log_time``: decide on the log's own timestamps (replay) instead of the time
-    the line was received (live). ``on_ban`` is told of every applied ban.
+    the line was received (live); a line without a stamp then takes the time of
+    the failure before it (``last_time``, which the caller sets to start with),
+    and a LogLine's ``received`` is not read. ``on_ban`` is told of every applied ban.
     ``adjust`` may replace each Ban the engine decides before it is applied
     (repeat offenders get a longer bantime); the engine is told the new end.
     """
@@ -98,30 +101,6 @@ class Pipeline:
             counters.lines = self.lines
         return self._counters
 
-    def failures(self, line: LogLine) -> list[tuple[Jail, Counters, Failure]]:
-        """Return the (jail, its counters, failure) triples that ``line`` counts for."""
-        self.lines += 1
-        found = []
-        text = line.text
-        for mentions, match, convert, jails in self._routes:
-            if not mentions(text):
-                continue
-            fields = match(text)
-            # Live, decisions use the time the line was received: its stamp is not converted.
-            failure = None if fields is None else convert(fields, line.received if self.log_time else None)
-            for jail, counters, filtered in jails:
-                counters.candidates += 1
-                if fields is None:
-                    continue
-                counters.parsed += 1
-                if failure is None:
-                    continue
-                counters.matched += 1
-                counters.last_match = line.received
-                if failure.rule in jail.rules and (not filtered or jail.admits(failure.fields, line.meta)):
-                    found.append((jail, counters, failure))
-        return found
-
     def handle(self, line: LogLine, defer: bool = False) -> list[Ban]:
         """Count the line's failures durably and apply the bans they trigger.
 
@@ -141,11 +120,7 @@ class Pipeline:
         records: list[str] = []  # ledger lines
         bans: list[Ban] = []
         try:
-            for line in lines:
-                try:
-                    self._count(line, records, bans)
-                except Exception:  # noqa: BLE001 - one bad line must not cost the others
-                    log.exception("could not process a message; passed over: %r", line.text[:200])
+            self._count(lines, records, bans)
         finally:
             if records:
                 self.ledger.append_bytes("".join(records).encode())
@@ -156,62 +131,108 @@ class Pipeline:
         return bans
 
     def decide(self, line: LogLine) -> list[Ban]:
-        """Count one line and return the bans it triggers, left in ``pending`` for ``flush``.
+        """Count one line and return the bans it triggers, left in ``pending`` for ``flush``."""
+        return [ban for _, ban in self.decide_many((line,))]
+
+    def decide_many(self, lines: Iterable[LogLine]) -> list[tuple[int, Ban]]:
+        """Count lines in order; return each ban they trigger with the index of the line that
+        decided it, and leave the bans in ``pending`` for ``flush``.
 
         For a source without a ledger (replay), which needs each ban's line but
-        not each ban applied at once: no ledger write, no flush per line. A line
-        that raises (a bug) is logged and passed over, as in ``handle_many``.
+        not each ban applied at once: no ledger write, no flush. A line that
+        raises (a bug) is logged and passed over, as in ``handle_many``.
         """
         bans: list[Ban] = []
-        try:
-            self._count(line, [], bans)
-        except Exception:  # noqa: BLE001 - one bad line must not cost the others
-            log.exception("could not process a message; passed over: %r", line.text[:200])
-        if bans:
-            self.pending.extend(bans)
-        return bans
+        where: list[int] = []
+        self._count(lines, [], bans, where)
+        self.pending.extend(bans)
+        return list(zip(where, bans))
 
-    def _count(self, line: LogLine, records: list[str], bans: list[Ban]) -> None:
-        """Count one line: its failures' ledger lines go to ``records``, the bans they trigger to ``bans``."""
-        found = self.failures(line)
-        if not found:
-            self._settle(line)
-            return
+    def _count(self, lines: Iterable[LogLine], records: list[str], bans: list[Ban],
+               where: list[int] | None = None) -> None:
+        """Count ``lines`` in order: their failures' ledger lines go to ``records``, the bans
+        they trigger to ``bans`` (and, when ``where`` is a list, each ban's line index to it).
+
+        Per line: each grammar whose keyword the line holds parses it; each jail of
+        that grammar counts the failure when its rule and filters admit it (and
+        every jail counts the line in its counters); a message resent by rsyslog
+        (its key seen) counts for nothing; the engine decides. One loop over the
+        lines, the stages' lookups made once: this is the per-line hot path.
+        """
+        routes = self._routes
         ledger = self.ledger
-        key = ""
-        if ledger is not None:
-            key = line.key or "h" + hashlib.blake2b(line.text.encode(), digest_size=8).hexdigest()
-            if key == self.last_key or key in self.seen:  # a resent message: counted already
-                self._settle(line)
-                return
         shields = self.shields
-        factor = shields.observe(line.received, len(found)) if shields.rate else 1.0
         record = self.tracker.record
         own_time = self.log_time
-        for jail, counters, failure in found:
-            moment = failure.time if own_time and failure.time is not None else line.received
-            address = failure.address
-            if isinstance(address, IPv6Address):  # not the ``version`` property: Python code per failure
-                address = canonical(address)
-            if ledger is not None:
-                records.append(failure_line(moment, jail.name, text(address), key))
-            counters.counted += 1
-            ban = record(jail.name, address, moment, factor)
-            if ban is None or not self._allowed(ban):
-                continue
-            if self.adjust is not None:
-                adjusted = self.adjust(ban)
-                if adjusted is not ban:  # a longer ban for a repeat offender
-                    ban = adjusted
-                    self.tracker.mark_banned(jail.name, address, ban.until)
-            bans.append(ban)
-            prefix = self.subnets.observe(ban)
-            if prefix is not None:
-                bans.append(prefix)
-        self.last_time = moment
-        if ledger is not None:
-            self.remember(line.key)
-        self.last_key = key if line.key is not None else None  # what ``_settle`` does, inlined
+        count = 0
+        try:
+            for index, line in enumerate(lines):
+                count += 1
+                try:
+                    # Live, decisions use the time the line was received (its stamp is not
+                    # converted); on the log's own time, a line without a stamp takes the
+                    # time of the failure before it.
+                    received = self.last_time if own_time else line.received
+                    text = line.text
+                    found = []
+                    for mentions, match, convert, jails in routes:
+                        if not mentions(text):
+                            continue
+                        fields = match(text)
+                        failure = None if fields is None else convert(fields, received if own_time else None)
+                        for jail, counters, filtered in jails:
+                            counters.candidates += 1
+                            if fields is None:
+                                continue
+                            counters.parsed += 1
+                            if failure is None:
+                                continue
+                            counters.matched += 1
+                            counters.last_match = received
+                            if failure.rule in jail.rules and (not filtered or jail.admits(failure.fields, line.meta)):
+                                found.append((jail, counters, failure))
+                    key = ""
+                    if found and ledger is not None:
+                        key = line.key or "h" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+                        if key == self.last_key or key in self.seen:  # a resent message: counted already
+                            found = []
+                    if not found:
+                        # A content digest identifies a resend only right after an error reply or a
+                        # restart; after a confirmed message an identical line is a new event.
+                        if line.key is None:
+                            self.last_key = None
+                        continue
+                    factor = shields.observe(received, len(found)) if shields.rate else 1.0
+                    for jail, counters, failure in found:
+                        moment = failure.time if own_time and failure.time is not None else received
+                        address = failure.address
+                        if isinstance(address, IPv6Address):  # not the ``version`` property: Python code per failure
+                            address = canonical(address)
+                        if ledger is not None:
+                            records.append(failure_line(moment, jail.name, text_of(address), key))
+                        counters.counted += 1
+                        ban = record(jail.name, address, moment, factor)
+                        if ban is None or not self._allowed(ban):
+                            continue
+                        if self.adjust is not None:
+                            adjusted = self.adjust(ban)
+                            if adjusted is not ban:  # a longer ban for a repeat offender
+                                ban = adjusted
+                                self.tracker.mark_banned(jail.name, address, ban.until)
+                        bans.append(ban)
+                        prefix = self.subnets.observe(ban)
+                        if prefix is not None:
+                            bans.append(prefix)
+                        if where is not None:
+                            where.extend([index] * (len(bans) - len(where)))
+                    self.last_time = moment
+                    if ledger is not None:
+                        self.remember(line.key)
+                    self.last_key = key if line.key is not None else None
+                except Exception:  # noqa: BLE001 - one bad line must not cost the others
+                    log.exception("could not process a message; passed over: %r", line.text[:200])
+        finally:
+            self.lines += count
 
     def _allowed(self, ban: Ban) -> bool:
         """Ask the jail's circuit breaker; log loudly when it holds a ban back."""
@@ -236,12 +257,6 @@ class Pipeline:
             self.seen[key] = None
             if len(self.seen) > SEEN:  # drop the older half at once: O(1) amortised
                 self.seen = dict.fromkeys(list(self.seen)[SEEN // 2:])
-
-    def _settle(self, line: LogLine) -> None:
-        # A content digest identifies a resend only right after an error reply or a
-        # restart; after a confirmed message an identical line is a new event.
-        if line.key is None:
-            self.last_key = None
 
     def flush(self) -> None:
         """Apply the pending bans; raise NftError and keep what the kernel refused

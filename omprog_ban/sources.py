@@ -13,10 +13,18 @@ BLOCK = 1 << 20
 
 
 def read_lines(path: str) -> Iterator[tuple[int, str]]:
-    """Yield (1-based number, text without newline) of every line; bad UTF-8 becomes U+FFFD.
+    """Yield (1-based number, text without newline) of every line; bad UTF-8 becomes U+FFFD."""
+    for first, texts in read_blocks(path):
+        yield from enumerate(texts, first)
+
+
+def read_blocks(path: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (number of the first line, texts without newlines) for each block of whole lines.
 
     The file is read and decoded a block of whole lines at a time (a multi-byte
-    character never spans a newline), not line by line.
+    character never spans a newline), not line by line; bad UTF-8 becomes U+FFFD.
+    A block is what one read returned (at most BLOCK bytes): a terminal user
+    sees each line at once.
     """
     if path == "-":
         handle = sys.stdin.buffer
@@ -24,11 +32,11 @@ def read_lines(path: str) -> Iterator[tuple[int, str]]:
         handle = gzip.open(path, "rb")
     else:
         handle = open(path, "rb")
-    number = 0
+    number = 1
     rest = b""
     try:
         while True:
-            block = handle.read1(BLOCK)  # what is there: a terminal user sees each line at once
+            block = handle.read1(BLOCK)
             if not block:
                 break
             cut = block.rfind(b"\n") + 1
@@ -40,10 +48,10 @@ def read_lines(path: str) -> Iterator[tuple[int, str]]:
             lines.pop()  # the empty text after the block's last newline
             if "\r" in text:
                 lines = [line.rstrip("\r\n") for line in lines]
-            for number, line in enumerate(lines, number + 1):
-                yield number, line
+            yield number, lines
+            number += len(lines)
         if rest:
-            yield number + 1, rest.decode("utf-8", "replace").rstrip("\r\n")
+            yield number, [rest.decode("utf-8", "replace").rstrip("\r\n")]
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()

@@ -166,3 +166,31 @@ def test_deciding_line_by_line_bans_as_handling_does(tmp_path, service):
     other.flush()
     assert len(handled.bans) > 10  # the flood bans
     assert decided.bans == handled.bans
+
+
+@pytest.mark.parametrize("service", ["amps", "elgg", "named"])
+def test_replay_by_blocks_bans_as_handling_line_by_line(tmp_path, service, monkeypatch):
+    """The replay command hands the pipeline a block of lines at a time: the same bans,
+    each told with the number of the line that decided it, as one line at a time."""
+    from bench import generate
+    from bench.replay import jail_config
+    from omprog_ban import sources
+    from omprog_ban.commands.replay import Collect, replay
+
+    texts = [text for _, text in generate.lines(service, "flood", 3000, seed=5)]
+    # Lines without a stamp take the time of the failure before them (AMPS: 30 of them ban 192.0.2.1).
+    texts[100:100] = ["no stamp here", ""] + ["07-0013 client[x](192.0.2.1:1) disconnected: auth."] * 30
+    log = tmp_path / f"{service}.log"
+    log.write_text("".join(text + "\n" for text in texts))
+    expected = []
+    one = Pipeline(jail_config(service, tmp_path), Collect(), log_time=True)
+    one.last_time = sources.file_time(str(log))
+    for number, text in enumerate(texts, 1):
+        expected += [(ban, number) for ban in one.handle(LogLine(text, one.last_time))]
+    monkeypatch.setattr(sources, "BLOCK", 4096)  # many blocks, lines cut at their edges
+    told = []
+    other = Pipeline(jail_config(service, tmp_path), Collect(), log_time=True)
+    assert replay(other, [str(log)], lambda ban, path, number: told.append((ban, number))) == len(texts)
+    assert len(expected) > 10
+    assert told == expected
+    assert other.backend.bans == one.backend.bans
