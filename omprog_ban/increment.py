@@ -9,7 +9,6 @@ Pipeline calls on every ban the engine decides, before the ban goes to nft.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Mapping
 
 from omprog_ban.config import Jail
@@ -52,4 +51,4 @@ class Escalate:
         if bantime == ban.bantime:
             return ban
         reason = f"{ban.reason}, ban #{earlier + 1}" if ban.reason else f"ban #{earlier + 1}"
-        return dataclasses.replace(ban, bantime=bantime, reason=reason)
+        return ban._replace(bantime=bantime, reason=reason)

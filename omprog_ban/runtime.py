@@ -30,6 +30,12 @@ from omprog_ban.pipeline import Pipeline
 log = logging.getLogger("omprog-ban")
 COMPACT_AT = 16 << 20  # bytes of ledger before it is rewritten
 LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval
+# History rows wait while a flood goes on: more than HISTORY_BURST queued, more
+# than at the last upkeep, and the last commit under HISTORY_HOLD seconds ago (and
+# never more than history.MAX_QUEUED rows). Bans in the kernel come first: writing
+# 50,000 rows takes the worker ~0.4 s. Once bans stop arriving, the next upkeep writes.
+HISTORY_BURST = 5_000
+HISTORY_HOLD = 30.0
 
 
 class LockedError(Exception):
@@ -68,6 +74,7 @@ class Runtime:
         self.setup_errors = 0  # table or set creation refused (ban refusals are counted by ``timed``)
         self.restores = 0
         self._logged = self._unlogged = 0
+        self._history_queued, self._history_written = 0, clock()
         self._compact_at = COMPACT_AT  # ledger bytes that trigger the next compaction
 
     def start(self) -> None:
@@ -128,12 +135,19 @@ class Runtime:
         if ban.reason != "restored":  # a re-applied ban is already in the history
             self.history.record(ban)
 
-    def _publish(self, now: float) -> None:
-        """Commit the queued history rows and rewrite the metrics file; log, never raise."""
+    def _publish(self, now: float, final: bool = False) -> None:
+        """Commit the queued history rows (unless a flood holds them, see HISTORY_BURST; always
+        when ``final``) and rewrite the metrics file; log, never raise."""
+        queued = len(self.history.queued)
+        held = (not final and HISTORY_BURST < queued < history.MAX_QUEUED and queued > self._history_queued
+                and now - self._history_written < HISTORY_HOLD)
         try:
-            self.history.commit(now)
+            if not held:
+                self._history_written = now
+                self.history.commit(now)
         except sqlite3.Error as error:
             log.error("history: cannot commit %d row(s), will retry: %s", len(self.history.queued), error)
+        self._history_queued = len(self.history.queued)
         if self.metrics_file is not None:
             tracked = {name: self.pipeline.tracker.tracked(name) for name in self.pipeline.counters}
             text = metrics.render(self.pipeline.counters, tracked, self.nft_errors, self.restores, self.latency)
@@ -161,7 +175,7 @@ class Runtime:
         self._flush()
         now = self.clock()
         self.write_status(now)
-        self._publish(now)
+        self._publish(now, final=True)
         self.history.close()
         self.ledger.close()
         os.close(self._lock)

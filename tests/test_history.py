@@ -186,3 +186,40 @@ def test_count_survives_a_database_error(tmp_path):
     history.record(Ban("amps", A, 60, 100.0))
     history.db.close()  # any sqlite3.Error: a vanished file, a full disk
     assert history.count("amps", A, 0.0) == 1  # the queued row still counts
+
+
+def test_a_flood_holds_history_rows_until_bans_stop_coming(tmp_path):
+    """Bans in the kernel come first: while more than HISTORY_BURST rows are queued and
+    more keep coming, upkeep leaves them queued (at most HISTORY_HOLD seconds); the first
+    upkeep after the flood, or close, writes them all."""
+    from omprog_ban import runtime as runtime_module
+    from omprog_ban.model import Ban
+
+    cfg = config(tmp_path)
+    runtime = Runtime(cfg, backend=Backend(), clock=lambda: 5000.0, lock_wait=0)
+    runtime.start()
+    reader = sqlite3.connect(tmp_path / "history.sqlite")
+    stored = lambda: reader.execute("SELECT COUNT(*) FROM bans").fetchone()[0]  # noqa: E731
+    burst = runtime_module.HISTORY_BURST
+
+    def bans(count, start):
+        for number in range(count):
+            runtime.history.record(Ban("amps", ipaddress.ip_address(start + number), 60.0, 5000.0, 2, "2 failures"))
+
+    bans(burst + 1, 0x0A000000)
+    runtime.maintain(5002.0)
+    assert stored() == 0  # a flood: held
+    bans(10, 0x0B000000)
+    runtime.maintain(5004.0)
+    assert stored() == 0  # still coming: held
+    runtime.maintain(5006.0)
+    assert stored() == burst + 11  # no new ban since the last upkeep: written
+    bans(burst + 1, 0x0C000000)
+    runtime.maintain(5008.0)
+    assert stored() == burst + 11
+    bans(burst, 0x0D000000)
+    runtime.maintain(5006.0 + runtime_module.HISTORY_HOLD)  # held long enough: written though more come
+    assert stored() == 3 * burst + 12
+    bans(burst + 1, 0x0E000000)
+    runtime.close()  # close writes whatever is queued
+    assert stored() == 4 * burst + 13
