@@ -132,20 +132,23 @@ def _count_batch(reader: LineReader, raw: bytes, clock: Callable[[], float], spo
     commit answered at once (see ``serve``). Otherwise ``serve`` reads the
     ``COMMIT`` next and answers it after the flush.
     """
-    lines = [raw]
+    lines = [raw]  # read, not counted yet
+    group = [frame(raw, clock())]  # the same, framed as they are read: at the commit only the spool write is left
     while lines:
         reader.fill()
-        lines += reader.read_until(MARKS)
-        now = clock()
+        more = reader.read_until(MARKS)
+        if more:
+            now = clock()
+            lines += more
+            group += [frame(line, now) for line in more]
         if reader.peek() == COMMIT:
-            group = [frame(line, now) for line in lines]
             if len(group) <= EARLY and not owed and all(line.key for line in group):
                 reader.readline(0.0)  # the COMMIT, answered here
                 return _commit_early(spool, lines, group, handle_many, flush, stdout_fd)
             _reply(handle_many, group, defer=True)
             return None
-        part, lines = lines[:SLICE], lines[SLICE:]
-        _reply(handle_many, [frame(line, now) for line in part], defer=True)
+        part, lines, group = group[:SLICE], lines[SLICE:], group[SLICE:]
+        _reply(handle_many, part, defer=True)
     return None
 
 
