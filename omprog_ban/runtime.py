@@ -31,10 +31,12 @@ log = logging.getLogger("omprog-ban")
 COMPACT_AT = 16 << 20  # bytes of ledger before it is rewritten
 LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval
 # History rows wait while a flood goes on: more than HISTORY_BURST queued, more
-# than at the last upkeep, and the last commit under HISTORY_HOLD seconds ago (and
-# never more than history.MAX_QUEUED rows). Bans in the kernel come first: writing
-# 50,000 rows takes the worker ~0.4 s. Once bans stop arriving, the next upkeep writes.
+# than at the last upkeep, fewer than HISTORY_HELD (~50 MB of rows at most), and
+# the last commit under HISTORY_HOLD seconds ago. Bans in the kernel come first:
+# writing 100,000 rows takes the worker 0.7-1.5 s. Once bans stop arriving, the next
+# upkeep writes them.
 HISTORY_BURST = 5_000
+HISTORY_HELD = 200_000
 HISTORY_HOLD = 30.0
 
 
@@ -139,7 +141,7 @@ class Runtime:
         """Commit the queued history rows (unless a flood holds them, see HISTORY_BURST; always
         when ``final``) and rewrite the metrics file; log, never raise."""
         queued = len(self.history.queued)
-        held = (not final and HISTORY_BURST < queued < history.MAX_QUEUED and queued > self._history_queued
+        held = (not final and HISTORY_BURST < queued < HISTORY_HELD and queued > self._history_queued
                 and now - self._history_written < HISTORY_HOLD)
         try:
             if not held:
