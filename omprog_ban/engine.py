@@ -89,16 +89,16 @@ class Tracker:
         # Python code: 0.23 us less per failure.
         v4 = isinstance(address, IPv4Address)
         key = _MAPPED | address._ip if v4 else address._ip
+        banned = state.banned  # first: in a flood most failures come from addresses banned already
+        if key in banned:
+            if now < banned[key]:
+                return None
+            del banned[key]
         starts, ends = state.ignore
         if starts:
             slot = bisect_right(starts, key) - 1
             if slot >= 0 and key <= ends[slot]:  # ignored or protected: never banned
                 return None
-        banned = state.banned
-        if key in banned:
-            if now < banned[key]:
-                return None
-            del banned[key]
         maxretry = policy.maxretry if factor == 1.0 else max(1, round(policy.maxretry * factor))
         windows = state.windows
         times = _add(windows.pop(key, None), now, policy.findtime)

@@ -67,3 +67,20 @@ def test_iso_stamps_are_the_instant_they_name(warm):
         if not warm:
             tokens._STAMPS.clear()
         assert tokens.iso_seconds(stamp) == (None if expected is None else pytest.approx(expected, abs=1e-6)), stamp
+
+
+def test_each_grammar_reads_its_stamps_as_event_seconds_does():
+    """A grammar's own reader skips the daemons' stamps it cannot hold; on every sample,
+    parsed either way, it gives what the reader of all stamps gives."""
+    import importlib
+
+    from omprog_ban.grammars import GRAMMARS
+    from tests.samples import SAMPLES, read
+
+    for name, grammar in GRAMMARS.items():
+        module = importlib.import_module(f"omprog_ban.grammars.{name.replace('-', '_')}")
+        for sample in read(SAMPLES / f"{name}.txt"):
+            for fields in (grammar.match(sample.text), grammar.match(sample.text, slow=True)):
+                if fields is not None:
+                    for now in (None, local(2026, 3, 1)):
+                        assert module._event_seconds(fields, now) == tokens.event_seconds(fields, now), (name, sample.text)

@@ -37,6 +37,8 @@ disconnect = pp.Regex(
 element = (tokens.syslog_header + pp.Opt(amps_stamp) + message_id + disconnect).set_name("AMPS 07-0013")
 
 
+_event_seconds = tokens.event_reader()  # only the stamps this grammar can hold are looked for
+
 def convert(result: Mapping[str, str], now: float) -> Failure | None:
     """Return a Failure for the auth and name-in-use disconnects, None for others."""
     rule = RULES.get(result["reason"])
@@ -45,7 +47,7 @@ def convert(result: Mapping[str, str], now: float) -> Failure | None:
     address = tokens.to_address(result.get("bracketed") or result["plain"])
     if address is None:  # 999.1.1.1, a host name: not an address AMPS wrote
         return None
-    return Failure("amps", rule, address, tokens.event_seconds(result, now),
+    return Failure("amps", rule, address, _event_seconds(result, now),
                    {"client": result["client"], "port": result["port"], "reason": result["reason"]})
 
 

@@ -69,6 +69,8 @@ def request_parts(request: str) -> tuple[str, str]:
     return method, target
 
 
+_event_seconds = tokens.event_reader("clf_time")  # only the stamps this grammar can hold are looked for
+
 def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     """Return the record of a parsed request (every request is one), None when its address is none."""
     address = tokens.to_address(result["client"])
@@ -84,7 +86,7 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
         "vhost": result.get("vhost") or "",
         "user": result["user"],
     }
-    return Failure("apache-access", "request", address, tokens.event_seconds(result, now), fields)
+    return Failure("apache-access", "request", address, _event_seconds(result, now), fields)
 
 GRAMMAR = Grammar(
     name="apache-access",

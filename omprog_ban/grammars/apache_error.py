@@ -83,13 +83,15 @@ def path(result: Mapping[str, str | None]) -> str:
     return (result.get("quoted_path") or result.get("path") or "").partition(", referer: ")[0]
 
 
+_event_seconds = tokens.event_reader("apache_time")  # only the stamps this grammar can hold are looked for
+
 def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     """Return the Failure of a parsed line (every rule is one), None when its address is none."""
     address = tokens.to_address(result.get("bracketed") or result.get("plain") or "")
     if address is None:  # 999.1.1.1, a host name: not an address Apache wrote
         return None
     rule = tokens.marked(result, RULES)
-    return Failure("apache-error", rule, address, tokens.event_seconds(result, now),
+    return Failure("apache-error", rule, address, _event_seconds(result, now),
                    {"path": path(result), "module": result.get("module") or "", "code": result.get("code") or ""})
 
 

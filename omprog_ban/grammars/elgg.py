@@ -32,6 +32,8 @@ attempt = pp.Regex(
 element = (tokens.syslog_header + attempt).set_name("Elgg login")
 
 
+_event_seconds = tokens.event_reader()  # only the stamps this grammar can hold are looked for
+
 def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     """Return a Failure for an authentication failure, None for an accepted password."""
     if result["outcome"] != "Authentication failure":
@@ -39,7 +41,7 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     address = tokens.to_address(result["client"])
     if address is None:  # 999.1.1.1: no fallback to an earlier "from" in the user name
         return None
-    return Failure("elgg", "auth", address, tokens.event_seconds(result, now),
+    return Failure("elgg", "auth", address, _event_seconds(result, now),
                    {"user": result["user"]})
 
 

@@ -95,6 +95,8 @@ def question(result: Mapping[str, str | None]) -> tuple[str, str]:
     return name, result.get("limited_type") or ""
 
 
+_event_seconds = tokens.event_reader("named_time")  # only the stamps this grammar can hold are looked for
+
 def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     """Return the Failure of a parsed line (every rule is one), None when its address is none."""
     address = tokens.to_address(result["peer"])
@@ -102,7 +104,7 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
         return None
     rule = tokens.marked(result, RULES)
     qname, qtype = question(result)
-    return Failure("named", rule, address, tokens.event_seconds(result, now),
+    return Failure("named", rule, address, _event_seconds(result, now),
                    {"qname": qname, "qtype": qtype, "view": result.get("view") or ""})
 
 

@@ -13,7 +13,7 @@ import ipaddress
 import socket as _socket
 import time as _time
 from datetime import datetime, timedelta, timezone
-from typing import Mapping
+from typing import Callable, Mapping
 
 import pyparsing as pp
 
@@ -295,6 +295,27 @@ def event_seconds(result: Mapping[str, str | None], now: float | None) -> float 
         stamp = result.get(name)
         if stamp:
             return seconds(stamp)
+    return _carrier_seconds(result, now)
+
+
+def event_reader(own: str | None = None) -> Callable[[Mapping[str, str | None], float | None], float | None]:
+    """Return ``event_seconds`` for a grammar whose only stamp of its own is ``own`` (one
+    of STAMPS; None: it has none): the daemons' stamps it cannot hold are not looked for."""
+    if own is None:
+        def read(result: Mapping[str, str | None], now: float | None) -> float | None:
+            return None if now is None else _carrier_seconds(result, now)
+        return read
+    seconds = dict(_OWN_STAMPS)[own]
+
+    def read_own(result: Mapping[str, str | None], now: float | None) -> float | None:
+        if now is None:
+            return None
+        stamp = result.get(own)
+        return seconds(stamp) if stamp else _carrier_seconds(result, now)
+    return read_own
+
+
+def _carrier_seconds(result: Mapping[str, str | None], now: float) -> float | None:
     stamp = result.get("iso_time")
     if stamp:
         return iso_seconds(stamp)
