@@ -51,6 +51,9 @@ ISO = [
     ("2017-12-07T16:55:49.1-08:00", instant(-8, 0.1)),
     ("2017-12-07T16:55:49-08:00", instant(-8)),
     ("2017-12-07T16:55:49.25Z", instant(0, 0.25)),
+    ("2017-12-07T16:55:49.\u0663Z", None),  # a digit, but not an ASCII one: no stamp, warm or cold
+    ("2017-12-07T16:55:49.5+00:00", instant(0, 0.5)),  # the same instant as Z, written otherwise
+    ("2017-12-07T16:55:49.5Z", instant(0, 0.5)),
     ("2017-12-07T16:55:49Z", instant(0)),
     ("2017-12-07 16:55:49.5+0100", instant(1, 0.5)),
     ("2017-12-07T16:55:49.", instant(None)),  # a dot without digits: the whole second
