@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from ipaddress import IPv6Address
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 from typing import Any, Callable, Iterable
 
 from omprog_ban import applying, rails, recovery

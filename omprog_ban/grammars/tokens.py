@@ -310,8 +310,9 @@ def event_seconds(result: Mapping[str, str | None], now: float | None) -> float 
 
 
 def event_reader(own: str | None = None) -> Callable[[Mapping[str, str | None], float | None], float | None]:
-    """Return ``event_seconds`` for a grammar whose only stamp of its own is ``own`` (one
-    of STAMPS; None: it has none): the daemons' stamps it cannot hold are not looked for."""
+    """Return ``event_seconds`` for a grammar whose only daemon stamp is ``own``
+    (``apache_time``, ``clf_time`` or ``named_time``; None: none, its stamps are
+    ``iso_time`` or ``syslog_time``): the stamps it cannot hold are not looked for."""
     if own is None:
         def read(result: Mapping[str, str | None], now: float | None) -> float | None:
             return None if now is None else _carrier_seconds(result, now)
