@@ -198,13 +198,11 @@ def run(workdir: Path, lines: int, seed: int = 7, repeat: int = 3) -> list[Row]:
         for _ in range(repeat):
             replayed = fresh("replay", service, path, workdir)
             peer = fail2ban_regex(path, spec.filter, empty)
-            tested = fresh("test", service, path, workdir)
-            rounds.append((replayed, tested, peer))
+            rounds.append({"replay": replayed, "fail2ban": peer, "test": fresh("test", service, path, workdir)})
         case = f"{service} {mix}"
         for kind in ("replay", "test"):
-            paired = sorted([((ours.lines / ours.seconds) / (peer.lines / peer.seconds), ours, peer)
-                             for ours, peer in ((replayed if kind == "replay" else tested, peer)
-                                                for replayed, tested, peer in rounds)], key=lambda item: item[0])
+            paired = sorted((((r[kind].lines / r[kind].seconds) / (r["fail2ban"].lines / r["fail2ban"].seconds),
+                              r[kind], r["fail2ban"]) for r in rounds), key=lambda item: item[0])
             ratio, ours, peer = paired[len(paired) // 2]
             spread = f"ratio {paired[0][0]:.2f}-{paired[-1][0]:.2f} over {len(paired)} rounds"
             if kind == "replay":
