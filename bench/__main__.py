@@ -34,7 +34,7 @@ class Sizes:
     flood_addresses: int
     memory_addresses: int
     ledger_records: int
-    replay_repeat: int  # runs per reader and file; the fastest counts
+    replay_repeat: int  # paired rounds: replay (per reader and file) and rsyslog; the median ratio counts
 
 
 FULL = Sizes(100_000, 200_000, 10_000, 100_000, 1_000_000, 200_000, 3)
@@ -70,7 +70,7 @@ def main() -> int:
     sizes = SMOKE if args.smoke else FULL
     steps = [
         ("replay", lambda: replay.run(args.out, sizes.replay_lines, args.seed, sizes.replay_repeat)),
-        ("rsyslog", lambda: rsyslog.run(args.out, sizes.rsyslog_lines, args.seed)),
+        ("rsyslog", lambda: rsyslog.run(args.out, sizes.rsyslog_lines, args.seed, sizes.replay_repeat)),
         ("latency", lambda: latency.run(args.out, sizes.latency_bans, args.seed)),
         ("flood", lambda: flood.run(args.out, sizes.flood_addresses, args.seed)),
         ("memory", lambda: memory.run(args.out, sizes.memory_addresses)),

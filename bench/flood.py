@@ -3,18 +3,19 @@
 ``omprog-ban run`` on pipes in a private network namespace with a real nft,
 one ban per message (maxretry 1, a new address each), sent back to back as
 fast as the child answers; driver and child share CPU 1, as rsyslogd and its
-child do under ``taskset -c 1``. rsyslog's transactions are tried first: after
+child do under ``taskset -c 1``. First as the shipped action sends them (one
+OK per message, which the relay answers from its inbox while the worker bans
+in one nft transaction per FLUSH_GAP); then in rsyslog's transactions: after
 ``BEGIN TRANSACTION``, a message answered ``DEFER_COMMIT`` means the child
 batches, and the messages go in transactions of 1,024 (``COMMIT TRANSACTION``
-is answered OK once the batch is in the kernel); then the same flood one
-message at a time (one OK, one nft transaction each). A child that answers OK
-instead of DEFER_COMMIT does not batch, and only the second run is made.
+is answered OK once the batch is in the kernel or the spool). A child that
+answers OK instead of DEFER_COMMIT does not batch: that second row is left out.
 
 The clock runs from the first message written to the last reply, which follows
-the last kernel commit: in transactions that is the answer to one more message
-sent after the last commit (a commit may be answered once its batch is in the
-spool, before its bans are in; a message outside a transaction is answered
-after everything before it is counted and applied). Right after it the sets are listed (``nft -j list set``,
+the last kernel commit: the answer to one more message, without a uuid, sent
+after the flood (such a message is answered by the worker, after everything
+before it is counted and applied; an OK from the inbox or a commit answered
+from the spool come before the bans are in). Right after it the sets are listed (``nft -j list set``,
 on the other core) to check that all are there. A poller listing them during
 the run was tried and dropped: 100,000 elements take a while to list, and
 doing that beside the flood changed its time by a third either way.
@@ -45,24 +46,22 @@ def _send(child: Child, message: str, expected: str) -> None:
 
 
 def _flood(child: Child, messages: list[str], transactions: bool) -> bool:
-    """Send every message; return True when they went in transactions."""
+    """Send every message, then one the worker answers after all the bans; return True when they went in transactions."""
     if transactions:
         child.send("BEGIN TRANSACTION")  # OK either way: a child that does not batch takes it for a log line
     batched = child.send(messages[0]) == "DEFER_COMMIT"
-    if not batched:
+    if batched:
+        for index in range(1, len(messages)):
+            if index % BATCH == 0:
+                _send(child, "COMMIT TRANSACTION", "OK")
+                _send(child, "BEGIN TRANSACTION", "OK")
+            _send(child, messages[index], "DEFER_COMMIT")
+        _send(child, "COMMIT TRANSACTION", "OK")
+    else:
         for message in messages[1:]:
             _send(child, message, "OK")
-        return False
-    for index in range(1, len(messages)):
-        if index % BATCH == 0:
-            _send(child, "COMMIT TRANSACTION", "OK")
-            _send(child, "BEGIN TRANSACTION", "OK")
-        _send(child, messages[index], "DEFER_COMMIT")
-    _send(child, "COMMIT TRANSACTION", "OK")
-    # A commit may be answered once its batch is spooled, before its bans are in; a message
-    # outside a transaction is answered after everything before it is counted and applied.
-    _send(child, "not a failure: the end of the flood", "OK")
-    return True
+    _send(child, "not a failure: the end of the flood", "OK")  # no uuid: the worker's answer, after the bans
+    return batched
 
 
 def measure(workdir: Path, addresses: int, seed: int = 7, transactions: bool = True) -> dict:
@@ -90,21 +89,18 @@ def measure(workdir: Path, addresses: int, seed: int = 7, transactions: bool = T
 
 
 def run(workdir: Path, addresses: int, seed: int = 7) -> list[Row]:
-    """Flood ``addresses`` bans in transactions (when the child batches), then one per message; return the rows."""
+    """Flood ``addresses`` bans as the shipped action sends them, then in transactions (when the child
+    batches); return the rows."""
     rows = []
-    for transactions in (True, False):
+    for transactions in (False, True):
         result = measure(workdir / "flood", addresses, seed, transactions)
         if transactions and not result["batched"]:
-            mode = "BEGIN TRANSACTION got no DEFER_COMMIT back: one nft transaction per message"
-        elif result["batched"]:
-            mode = f"rsyslog transactions of {BATCH:,} messages"
-        else:
-            mode = "one message, one OK, one nft transaction"
+            break  # a child that does not batch: the first row said it all
+        mode = (f"rsyslog transactions of {BATCH:,} messages" if transactions
+                else "the shipped action: one OK per message, from the inbox")
         rows.append(Row("flood", f"{count(addresses)} new addresses (maxretry 1): {mode}", f"{count(addresses)} bans",
                         f"all in nft after {figure(result['answered'])} s ({rate(addresses, result['answered'], 'bans/s')})",
                         notes=f"nft -j list set right after: {count(result['held'])} (listing took {figure(result['listing'])} s)"))
-        if not result["batched"]:
-            break  # that run was the per-message one
     return rows
 
 

@@ -3,11 +3,16 @@
 ``omprog-ban run`` is driven on pipes as rsyslog's omprog drives it (one
 message, then wait for the reply), inside a private network namespace with a
 real nft. The jail bans at the first failure (maxretry 1) and every message
-carries a new address, so every message is a ban. The child answers OK only
-once the kernel accepted the element, so write -> OK is the ban latency. The
-messages are paced at 1,000 a second (message i is not written before
-t0 + i/1000); a late reply delays the next one, as it would in rsyslog.
-Driver and child share CPU 1, as rsyslogd and its child do under ``taskset -c 1``.
+carries a new address, so every message is a ban. The messages are paced at
+1,000 a second (message i is not written before t0 + i/1000); a late reply
+delays the next one, as it would in rsyslog. Driver and child share CPU 1, as
+rsyslogd and its child do under ``taskset -c 1``.
+
+The child answers a message OK once it is durable (from the relay's inbox),
+before its ban is in the kernel; so the kernel is asked instead: ``nft
+monitor new elements`` (line-buffered) prints each element as its transaction
+commits, and a thread notes when each address shows up. Latency = that moment
+less the moment its message was written.
 
 ``python -m bench.latency [--bans N]``
 """
@@ -15,7 +20,10 @@ Driver and child share CPU 1, as rsyslogd and its child do under ``taskset -c 1`
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -42,31 +50,52 @@ def measure(workdir: Path, bans: int, seed: int = 7) -> tuple[list[float], float
     """Return each ban's latency (s), the elapsed time, and how many elements the kernel holds after."""
     shutil.rmtree(workdir, ignore_errors=True)
     config = write_config(workdir / "omprog-ban.toml", workdir / "state", ("none",), ONE_STRIKE)
-    messages = [amps_message(address, serial) for serial, address in enumerate(distinct_addresses(bans, seed))]
+    addresses = [str(ipaddress.ip_address(text)) for text in distinct_addresses(bans, seed)]
+    messages = [amps_message(address, serial) for serial, address in enumerate(addresses)]
     namespace = Namespace("obl")
-    child = None
+    child = monitor = None
+    seen: dict[str, float] = {}
     try:
+        monitor = namespace.popen(["stdbuf", "-oL", "nft", "monitor", "new", "elements"], stdout=subprocess.PIPE)
+        threading.Thread(target=_watch, args=(monitor.stdout, seen), daemon=True).start()
         with pinned():
             child = Child(namespace.command(run_argv(config)), workdir / "omprog-ban.log")
             if child.reply() != "OK":
                 raise RuntimeError(f"omprog-ban run did not start; see {workdir / 'omprog-ban.log'}")
-            latencies = []
+            sent = []
             start = time.perf_counter()
             for serial, message in enumerate(messages):
                 delay = start + serial / RATE - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-                sent = time.perf_counter()
+                sent.append(time.perf_counter())
                 reply = child.send(message)
-                latencies.append(time.perf_counter() - sent)
                 if reply != "OK":
                     raise RuntimeError(f"message {serial} answered {reply!r}")
+            deadline = time.perf_counter() + 10
+            while len(seen) < bans and time.perf_counter() < deadline:
+                time.sleep(0.01)
             elapsed = time.perf_counter() - start
-        return latencies, elapsed, in_kernel(namespace)
+        missing = [address for address in addresses if address not in seen]
+        if missing:
+            raise RuntimeError(f"{len(missing)} bans never showed in nft monitor, e.g. {missing[:3]}")
+        return [seen[address] - moment for address, moment in zip(addresses, sent)], elapsed, in_kernel(namespace)
     finally:
         if child is not None:
             child.close()
+        if monitor is not None:
+            monitor.terminate()
+            monitor.wait()
         namespace.close()
+
+
+def _watch(stream, seen: dict[str, float]) -> None:
+    """Note when each element first shows in ``nft monitor`` lines (``add element inet T S { ADDRESS ...``)."""
+    for line in stream:
+        _, brace, rest = line.partition(b"{ ")
+        if brace:
+            address = str(ipaddress.ip_address(rest.split(b" ", 1)[0].decode()))
+            seen.setdefault(address, time.perf_counter())
 
 
 def run(workdir: Path, bans: int, seed: int = 7) -> list[Row]:
@@ -74,7 +103,7 @@ def run(workdir: Path, bans: int, seed: int = 7) -> list[Row]:
     latencies, elapsed, held = measure(workdir / "latency", bans, seed)
     ms = [1000 * value for value in latencies]
     figures = f"p50 {figure(percentile(ms, 0.5))} / p99 {figure(percentile(ms, 0.99))} / max {figure(max(ms))} ms"
-    return [Row("latency", f"write -> OK (element in nft), paced at {RATE:,.0f} bans/s", f"{count(bans)} bans", figures,
+    return [Row("latency", f"write -> element committed (nft monitor), paced at {RATE:,.0f} bans/s", f"{count(bans)} bans", figures,
                 notes=f"achieved {rate(bans, elapsed, 'bans/s')}; {count(held)} elements in nft after")]
 
 

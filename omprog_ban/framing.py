@@ -103,6 +103,17 @@ class LineReader:
         """Return the next whole line already read, without taking it; None when there is none."""
         return self._lines[0] if self._lines else None
 
+    def read_plain(self, prefix: bytes, limit: int) -> list[bytes]:
+        """Return (and take) up to ``limit`` whole lines already read, up to the first that is a
+        transaction mark or starts with ``prefix``; never wait."""
+        lines, taken = self._lines, []
+        while lines and len(taken) < limit:
+            line = lines[0]
+            if line.startswith(prefix) or line == b"BEGIN TRANSACTION\n" or line == b"COMMIT TRANSACTION\n":
+                break
+            taken.append(lines.popleft())
+        return taken
+
     def read_until(self, marks: tuple[bytes, ...]) -> list[bytes]:
         """Return (and take) the whole lines already read, up to the first one in ``marks``; never wait."""
         lines, taken = self._lines, []

@@ -3,9 +3,12 @@
 A message is one line on stdin: the plain log line (imfile, ``%msg%``) or a JSON
 object from the shipped template (``msg`` plus ``uuid`` and other properties).
 The reply is ``OK`` once the failures it carried are in the ledger and the bans
-it triggered are in the kernel (a transaction's commit may come sooner, once
-its messages are in the spool: see ``serve``); an nft failure replies with an
-error line, which makes rsyslog suspend the action and resend the message. A
+it triggered are in the kernel, or sooner once the message itself is durable:
+a transaction's commit once its messages are in the spool, and, relayed, a
+message the relay answered from its inbox (see ``serve`` and
+:mod:`omprog_ban.relay`). An nft failure replies with an error line (to the
+next message or commit when the answer came sooner), which makes rsyslog
+suspend the action and resend the message. A
 line that matches nothing, or is malformed, is still answered ``OK``. EOF or
 SIGTERM ends with 0. Lines become LogLines in :mod:`omprog_ban.framing`.
 """
@@ -18,9 +21,11 @@ import time
 from typing import Callable
 
 from omprog_ban.framing import MAX_LINE, LineReader, frame
+from omprog_ban.inbox import Inbox
 from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
 from omprog_ban.pipeline import SEEN
+from omprog_ban.relay import CAREFUL, FAST, OWED
 from omprog_ban.spool import Spool
 
 log = logging.getLogger("omprog-ban")
@@ -42,6 +47,9 @@ def serve(
     relayed: bool = False,
     handle_many: Callable[..., object] | None = None,
     spool: Spool | None = None,
+    token: bytes = b"",
+    inbox: Inbox | None = None,
+    owed: bool = False,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
@@ -69,21 +77,59 @@ def serve(
     their bans applied right after, while rsyslog prepares its next batch (see
     :mod:`omprog_ban.spool`). A kernel refusal then keeps the bans pending, so
     the next commit takes the path above and answers the error.
+
+    ``token`` and ``inbox`` (relayed, with ``handle_many``): the relay's fast
+    mode (see :mod:`omprog_ban.relay`). Between its ``FAST`` and ``CAREFUL``
+    markers every message was answered ``OK`` by the relay once it was in the
+    inbox: it is counted here with no answer, and its bans applied within
+    FLUSH_GAP (one nft transaction for what came meanwhile). A segment marker
+    says that a segment's lines all came: its bans are applied, then it is
+    removed. When the kernel refuses bans, a note (``OWED``) tells the relay
+    to be careful, so that the next commit or message carries the error to
+    rsyslog. ``owed``: bans were owed at the start (the note goes first).
     """
     reader = LineReader(stdin_fd, SPIN if relayed else 0.0)
     _write(stdout_fd, b"OK\n")
+    if owed and token:
+        _write(stdout_fd, token + OWED)
     next_maintenance = clock() + interval
-    skipping = in_batch = owed = False  # owed: the last flush was refused, its bans wait
+    skipping = in_batch = fast = warned = False  # owed: the last flush was refused, its bans wait
+    flush_at = None  # fast mode: when the bans counted since the last flush go to the kernel
     while True:
-        raw = reader.readline(max(0.0, next_maintenance - clock()))
+        wait = next_maintenance - clock() if flush_at is None else min(next_maintenance, flush_at) - clock()
+        raw = reader.readline(max(0.0, wait))
         now = clock()
         if now >= next_maintenance and not in_batch:
             maintain(now)
             next_maintenance = now + interval
+        if flush_at is not None and (now >= flush_at or raw is None):
+            flush_at = None
+            owed = _flush_fast(flush, token, stdout_fd)
         if raw is None:
             continue
         if raw == b"":
             return 0
+        if token and raw.startswith(token):  # the relay's marker
+            mark = raw[len(token):]
+            if mark == FAST:
+                fast = True
+            elif mark == CAREFUL:
+                fast = False
+            elif mark.startswith(b" S ") and inbox is not None:  # a segment whole: ban, then let it go
+                flush_at = None
+                owed = _flush_fast(flush, token, stdout_fd)
+                inbox.drop(int(mark[3:]))
+            continue
+        if fast:
+            group = [frame(line, now) for line in (raw, *reader.read_plain(token, FAST_BLOCK - 1))]
+            _reply(handle_many, group, defer=True)
+            if not warned and any(line.key is None for line in group):
+                warned = True
+                log.error("the relay answered a message with no uuid OK (a custom template?); after a crash it "
+                          "could be counted twice: use the shipped template")
+            if flush_at is None:
+                flush_at = now + FLUSH_GAP
+            continue
         if skipping:  # the tail of an over-long line: it was answered with its head
             skipping = not raw.endswith(b"\n")
             continue
@@ -96,7 +142,7 @@ def serve(
             in_batch, reply = False, _reply(flush)
             owed = reply != "OK"
         elif in_batch and relayed and spool is not None and handle_many is not None and raw.endswith(b"\n"):
-            answered = _count_batch(reader, raw, clock, spool, handle_many, flush, owed, stdout_fd)
+            answered = _count_batch(reader, raw, clock, spool, handle_many, flush, owed, stdout_fd, token)
             if answered is not None:
                 in_batch, owed = False, not answered
             continue
@@ -121,7 +167,7 @@ def serve(
 
 def _count_batch(reader: LineReader, raw: bytes, clock: Callable[[], float], spool: Spool,
                  handle_many: Callable[..., object], flush: Callable[[], None], owed: bool,
-                 stdout_fd: int) -> bool | None:
+                 stdout_fd: int, token: bytes = b"") -> bool | None:
     """Count the batch's messages read so far, a slice at a time.
 
     Return None while the commit is not answered, else whether the batch's
@@ -144,7 +190,7 @@ def _count_batch(reader: LineReader, raw: bytes, clock: Callable[[], float], spo
         if reader.peek() == COMMIT:
             if len(group) <= EARLY and not owed and all(line.key for line in group):
                 reader.readline(0.0)  # the COMMIT, answered here
-                return _commit_early(spool, lines, group, handle_many, flush, stdout_fd)
+                return _commit_early(spool, lines, group, handle_many, flush, stdout_fd, token)
             _reply(handle_many, group, defer=True)
             return None
         part, lines, group = group[:SLICE], lines[SLICE:], group[SLICE:]
@@ -153,7 +199,7 @@ def _count_batch(reader: LineReader, raw: bytes, clock: Callable[[], float], spo
 
 
 def _commit_early(spool: Spool, raw: list[bytes], group: list[LogLine], handle_many: Callable[..., object],
-                  flush: Callable[[], None], stdout_fd: int) -> bool:
+                  flush: Callable[[], None], stdout_fd: int, token: bytes = b"") -> bool:
     """Spool the batch's uncounted messages, answer its commit ``OK``, then count them and ban;
     return whether the bans went into the kernel."""
     spool.keep(raw)
@@ -165,10 +211,26 @@ def _commit_early(spool: Spool, raw: list[bytes], group: list[LogLine], handle_m
         applied = True
     except NftError as error:  # the bans stay pending: the next commit waits for them and answers this
         log.error("nft refused bans of a committed batch; they stay owed and hold the next commit: %s", error)
+        if token:  # the relay may be answering from the inbox: it must wait for the next commit
+            _write(stdout_fd, token + OWED)
     except Exception:  # a bug must not kill the pipe; logged, as _reply does
         log.exception("could not process a committed batch of %d messages", len(group))
     spool.clear()
     return applied
+
+
+def _flush_fast(flush: Callable[[], None], token: bytes, stdout_fd: int) -> bool:
+    """Apply the bans counted from the inbox; return whether the kernel refused some (they stay owed,
+    and the relay is told to be careful)."""
+    try:
+        flush()
+        return False
+    except NftError as error:
+        log.error("nft refused bans; they stay owed, and the next commit waits for them: %s", error)
+    except Exception:  # a bug must not kill the pipe; logged, as _reply does
+        log.exception("could not apply bans")
+    _write(stdout_fd, token + OWED)
+    return True
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -179,6 +241,8 @@ def _write(fd: int, data: bytes) -> None:
 BEGIN, COMMIT = b"BEGIN TRANSACTION\n", b"COMMIT TRANSACTION\n"
 MARKS = (BEGIN, COMMIT)
 SLICE = 64  # messages counted between two looks for the commit
+FAST_BLOCK = 256  # fast messages counted in one call
+FLUSH_GAP = 0.002  # fast mode: bans wait at most this long for others to share their nft transaction
 EARLY = SEEN // 2  # most messages a commit answered from the spool may hold: a resend must find all their keys
 
 

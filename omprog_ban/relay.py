@@ -7,6 +7,10 @@ through a pipe, and answers what needs an answer through another.
 
 The relay answers by itself only what it may promise without the worker:
 
+- a message outside a transaction that carries rsyslog's uuid (the shipped
+  template, ``useTransactions="off"``): ``OK`` once its line is in the inbox
+  (:mod:`omprog_ban.inbox`), which outlives both processes; the worker counts it
+  a moment later and applies its bans (fast mode);
 - ``BEGIN TRANSACTION``: ``OK``;
 - a message inside a transaction: ``DEFER_COMMIT`` ("received, not yet
   committed": rsyslog still holds it and resends the whole batch unless the
@@ -18,11 +22,18 @@ and passes on the worker's answer, which follows the worker's durable work, for:
   ledger and every ban in the kernel, or the nft error; or, when the worker is
   behind and the rest of the batch is in hand, once that rest is in the spool
   (:mod:`omprog_ban.spool`), to be counted right after;
-- a message outside a transaction.
+- any other message (no uuid, over LONGEST bytes, or while a ban the kernel
+  refused is owed): ``OK`` once its failures are in the ledger and its bans in
+  the kernel, or the nft error, which suspends the action: rsyslog resends it.
 
-The start-up ``OK`` is the relay's, once the config is checked: a worker that
-then cannot start (the state directory locked, nft refusing the table) ends the
-relay with its exit code, and rsyslog starts a new ``run``.
+Fast mode is the relay's state, and the worker is told of each change by a
+marker line in the hand-over pipe (a random per-run token, then ``F`` fast,
+``C`` careful, ``S n`` inbox segment n is whole); the worker's note ``OWED``
+(bans the kernel refused) sends the relay back to careful until the worker
+answers ``OK`` again, so the refusal reaches rsyslog on the next message.
+rsyslog that sends transactions keeps the relay careful: a message answered
+``OK`` inside a transaction would commit itself, and rsyslog would then wrap
+every message in a transaction of its own (measured slower).
 
 So an ``OK`` means what it means without the relay, and the worker's per-message
 work runs beside rsyslog instead of inside its round trip. Each side polls for
@@ -32,23 +43,27 @@ CPU affinity it inherited (next to rsyslogd, where a round trip is cheapest);
 the worker drops it: it runs on the CPUs rsyslogd was not pinned to (any CPU
 when rsyslogd was not pinned).
 
-Bytes go to the worker verbatim, and what the relay read is in the worker's
-pipe before the relay answers any of it. That is what keeps a transaction exact
-when a process dies, given what rsyslog (8.2302) does: it resends a batch whose
-commit failed, but not the messages it had had ``DEFER_COMMIT`` for when a later
-one goes unanswered.
+Bytes go to the worker verbatim (with the markers between lines), and what the
+relay read is in the worker's pipe before the relay answers any of it; a line
+answered from the inbox is in the inbox before that. That is what keeps an
+``OK`` exact when a process dies, given what rsyslog (8.2302) does: it resends
+a batch whose commit failed, but not the messages it had had ``DEFER_COMMIT``
+for when a later one goes unanswered.
 
-- The relay killed: every message it answered is in the pipe; the worker reads
-  to EOF, counts them, applies the bans and exits. rsyslog resends from the
-  unanswered message on, and what was counted already is known by its uuid.
-- The worker killed: the relay answers the rest of the batch as before and fails
-  its commit, so rsyslog resends the whole batch; then the relay exits. A batch
-  it had committed from the spool is counted by the next worker, first.
-- The worker killed between batches: the relay notices at once (it waits for
-  rsyslog's next line and the worker's end together) and starts ``run`` afresh
-  in its own process (``exec``, the same pipes to rsyslog, no second start-up
-  ``OK``), so a batch answered from the spool is counted now, not whenever
-  rsyslog next has a message.
+- The relay killed: every message it answered is in the pipe (and those of
+  fast mode in the inbox); the worker reads to EOF, counts them, applies the
+  bans and exits. rsyslog resends from the unanswered message on, and what was
+  counted already is known by its uuid.
+- The worker killed: in a transaction the relay answers the rest of the batch as
+  before and fails its commit, so rsyslog resends the whole batch; in fast mode
+  the next message finds it gone and is not answered. Then the relay exits. A
+  batch committed from the spool and the messages answered from the inbox are
+  counted by the next worker, first.
+- The worker killed between messages or batches: the relay notices at once (it
+  waits for rsyslog's next line and the worker's end together) and starts
+  ``run`` afresh in its own process (``exec``, the same pipes to rsyslog, no
+  second start-up ``OK``), so what the spool and the inbox hold is counted now,
+  not whenever rsyslog next has a message.
 
 Either way rsyslog then starts a new ``run``.
 """
@@ -62,7 +77,10 @@ import select
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Callable
+
+from omprog_ban.inbox import LONGEST, Inbox
 
 log = logging.getLogger("omprog-ban")
 
@@ -76,6 +94,26 @@ _F_SETPIPE_SZ = 1031
 SPIN = 200e-6
 
 
+FAST, CAREFUL, OWED = b" F\n", b" C\n", b" OWED\n"  # after the token: the relay's markers, the worker's note
+
+
+def _keyed(chunk: bytes, begin: int, end: int) -> bool:
+    """Whether the line ``chunk[begin:end]`` is a JSON object with a non-empty string uuid (the shipped template).
+
+    Inside a JSON string every quote is escaped, so ``"uuid":`` with a bare
+    quote before the colon is a key. The worker reads the line with a JSON
+    parser and warns about one it finds no uuid in (a custom template that
+    nests one).
+    """
+    at = chunk.find(b'"uuid":', begin, end)
+    if at < 0 or chunk[begin] != 0x7B:
+        return False
+    at += 7
+    while chunk[at] == 0x20:
+        at += 1
+    return chunk[at] == 0x22 and chunk[at + 1] != 0x22
+
+
 class WorkerGone(Exception):
     """The worker closed its end: it exited or was killed."""
 
@@ -87,12 +125,18 @@ class WorkerGoneIdle(WorkerGone):
 RESTARTED = "OMPROG_BAN_RELAY_RESTARTED"  # set across the relay's re-exec: rsyslog had its start-up OK
 
 
-def run_split(worker: Callable[[int, int], int], stdin_fd: int = 0, stdout_fd: int = 1) -> int:
-    """Fork ``worker(input_fd, answer_fd)``, relay between rsyslog and it; return the exit code.
+def run_split(worker: Callable[[int, int, bytes], int], stdin_fd: int = 0, stdout_fd: int = 1,
+              inbox: Path | None = None) -> int:
+    """Fork ``worker(input_fd, answer_fd, token)``, relay between rsyslog and it; return the exit code.
 
     The worker's return value is its exit code; the relay returns it (1 when the
     worker was killed, or went away while the relay still had lines for it).
+    ``inbox``: the directory of :class:`omprog_ban.inbox.Inbox` (fast mode), or
+    None (always careful). ``token`` starts each marker the relay puts between
+    rsyslog's lines and each note the worker puts before its answers: random
+    per run, so no line rsyslog sends can pass for one.
     """
+    token = b"\x1eomprog-ban-" + os.urandom(8).hex().encode()
     to_worker, from_relay = _pipe()
     from_worker, to_relay = os.pipe()
     pid = os.fork()
@@ -102,7 +146,7 @@ def run_split(worker: Callable[[int, int], int], stdin_fd: int = 0, stdout_fd: i
             os.close(from_relay)
             os.close(from_worker)
             _detach(stdin_fd, stdout_fd)
-            code = worker(to_worker, to_relay)
+            code = worker(to_worker, to_relay, token)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BrokenPipeError:  # the relay died (rsyslog starts another run): nothing to answer to
@@ -116,7 +160,12 @@ def run_split(worker: Callable[[int, int], int], stdin_fd: int = 0, stdout_fd: i
     os.close(to_relay)
     code, idle = 1, False
     try:
-        Relay(stdin_fd, stdout_fd, from_relay, from_worker).run(greet=not os.environ.get(RESTARTED))
+        box = Inbox(inbox) if inbox is not None else None
+        try:
+            Relay(stdin_fd, stdout_fd, from_relay, from_worker, box, token).run(greet=not os.environ.get(RESTARTED))
+        finally:
+            if box is not None:
+                box.close()
     except WorkerGoneIdle:
         idle = True
     except WorkerGone:
@@ -194,8 +243,13 @@ def _wait(pid: int) -> tuple[int, bool]:
 class Relay:
     """Read rsyslog's lines, hand them to the worker, answer each one exactly once."""
 
-    def __init__(self, stdin_fd: int, stdout_fd: int, to_worker: int, from_worker: int) -> None:
+    def __init__(self, stdin_fd: int, stdout_fd: int, to_worker: int, from_worker: int,
+                 inbox: Inbox | None = None, token: bytes = b"") -> None:
         self.stdin_fd, self.stdout_fd = stdin_fd, stdout_fd
+        self.inbox, self.token = inbox, token
+        self.fast = False  # answering messages OK from the inbox (the worker knows: markers)
+        self.allowed = inbox is not None  # may go fast at the next clean point: no ban owed
+        self.batches = False  # rsyslog sends transactions (useTransactions="on"): never fast
         self.to_worker, self.from_worker = to_worker, from_worker
         self.held = bytearray()  # lines read but not yet handed to the worker
         self.answers = b""  # the worker's answers read but not yet passed on
@@ -221,36 +275,68 @@ class Relay:
         if greet:  # not after a restart in place: rsyslog had it
             self.stdout(b"OK\n")
         self.answer()
+        if self.inbox is not None:  # the worker has counted what a dead one left there
+            self.inbox.open()
         in_batch = False
-        head = b""  # the first bytes of the line being read (enough to tell a mark)
+        head = b""  # the first bytes of a long line being read (enough to tell a mark)
+        tail = b""  # a line not read to its end yet (up to LONGEST bytes): not answered, so it may wait here
         while True:
             if not in_batch and not head:
+                if not self.fast and self.allowed and not self.batches and self.inbox is not None:
+                    self.go_fast()
                 self.wait_idle()
             chunk = os.read(self.stdin_fd, 1 << 16)
             if not chunk:
+                self.held += tail
                 break
-            self.held += chunk
+            if tail:  # a line cut by the read before: whole now, or longer
+                chunk, tail = tail + chunk, b""
+            elif self.fast and not head and chunk.find(b"\n") == len(chunk) - 1 and self.take(chunk, 0, len(chunk)):
+                self.hand_over()  # one whole line, as rsyslog writes them: in the inbox, handed over, answered
+                self.stdout(b"OK\n")
+                continue
             replies = []
             start = 0
             while (end := chunk.find(b"\n", start)) >= 0:
+                whole = not head  # the line began in this chunk
                 line = head + chunk[start:min(end, start + 32)] if head else chunk[start:min(end, start + 32)]
-                head, start = b"", end + 1
+                begin, head, start = start, b"", end + 1
                 if line == BEGIN:
+                    if self.fast:
+                        self.careful()
+                    self.batches = True  # rsyslog sends transactions: their messages are deferred, never fast
                     in_batch = True
                     replies.append(b"OK\n")
                 elif line == COMMIT:
                     in_batch = False
+                    self.held += chunk[begin:start]
                     try:
                         replies.append(self.verdict())
                     except WorkerGone:
                         self.stdout(b"".join(replies) + GONE)
                         raise
+                    continue
                 elif in_batch:
                     replies.append(b"DEFER_COMMIT\n")
+                elif self.fast and whole and self.take(chunk, begin, start):
+                    replies.append(b"OK\n")
+                    continue
                 else:
+                    if self.fast:  # a message the inbox does not take: careful from here on
+                        self.careful()
+                    self.held += chunk[begin:start]
                     replies.append(self.verdict())
-            if start < len(chunk) and len(head) < 32:
-                head += chunk[start:start + 32]
+                    continue
+                self.held += chunk[begin:start]
+            if start < len(chunk):  # a line that goes on in the next chunk
+                if not head and len(chunk) - start <= LONGEST:
+                    tail = chunk[start:]
+                else:  # a long line goes on in pieces, answered once whole
+                    if self.fast and not head:  # the inbox takes whole lines only: careful, before it
+                        self.careful()
+                    self.held += chunk[start:]
+                    if len(head) < 32:
+                        head += chunk[start:start + 32]
             try:
                 self.hand_over()  # before any answer: an answered line is never only in the relay
             except WorkerGone:
@@ -259,6 +345,19 @@ class Relay:
             if replies:
                 self.stdout(b"".join(replies) if len(replies) > 1 else replies[0])
         self.hand_over()
+
+    def take(self, chunk: bytes, begin: int, end: int) -> bool:
+        """Fast mode: put the line ``chunk[begin:end]`` in the inbox and hold it for the worker, or return
+        False when the inbox does not take it (no ban owed, a uuid, at most LONGEST bytes)."""
+        size = end - begin
+        if not (self.allowed and size <= LONGEST and _keyed(chunk, begin, end - 1)):
+            return False
+        if not self.inbox.fits(size):
+            self._rotate()  # its marker goes after the last segment's lines, before this one
+        line = chunk[begin:end] if size != len(chunk) else chunk
+        self.inbox.keep(line, 1)
+        self.held += line
+        return True
 
     def wait_idle(self) -> None:
         """Between batches: return when rsyslog writes; raise WorkerGoneIdle if the worker ends first."""
@@ -270,7 +369,8 @@ class Relay:
             if not chunk:
                 self.gone = True
                 raise WorkerGoneIdle()
-            self.answers += chunk  # nothing is owed an answer here; kept in order all the same
+            self.answers += chunk  # nothing is owed an answer here but notes; kept in order all the same
+            self._notes()
 
     def verdict(self) -> bytes:
         """Hand over what is held and return the worker's answer to its last line."""
@@ -282,7 +382,7 @@ class Relay:
     def hand_over(self) -> None:
         """Write the held lines to the worker (or drop them once it is gone)."""
         data, self.held = self.held, bytearray()
-        if self.gone:
+        if self.gone or not data:
             return
         view = memoryview(data)
         try:
@@ -293,18 +393,56 @@ class Relay:
             raise WorkerGone() from None
 
     def answer(self) -> bytes:
-        """Return the worker's next answer line (with its newline)."""
-        while (end := self.answers.find(b"\n")) < 0:
-            until = time.perf_counter() + SPIN  # the worker is on another CPU: poll before sleeping
-            while time.perf_counter() < until and not self._poll.poll(0):
-                pass
-            chunk = os.read(self.from_worker, 4096)
-            if not chunk:
-                self.gone = True
-                raise WorkerGone()
-            self.answers += chunk
-        line, self.answers = self.answers[:end + 1], self.answers[end + 1:]
-        return line
+        """Return the worker's next answer line (with its newline); notes on the way are taken."""
+        while True:
+            while (end := self.answers.find(b"\n")) < 0:
+                until = time.perf_counter() + SPIN  # the worker is on another CPU: poll before sleeping
+                while time.perf_counter() < until and not self._poll.poll(0):
+                    pass
+                chunk = os.read(self.from_worker, 4096)
+                if not chunk:
+                    self.gone = True
+                    raise WorkerGone()
+                self.answers += chunk
+            line, self.answers = self.answers[:end + 1], self.answers[end + 1:]
+            if self.token and line.startswith(self.token):
+                self._note(line)
+                continue
+            self.allowed = self.inbox is not None and line == b"OK\n"
+            return line
+
+    def _notes(self) -> None:
+        """Take the worker's notes from the head of what it wrote (never an answer: none is owed here)."""
+        while self.token and self.answers.startswith(self.token) and (end := self.answers.find(b"\n")) >= 0:
+            line, self.answers = self.answers[:end + 1], self.answers[end + 1:]
+            self._note(line)
+
+    def _note(self, line: bytes) -> None:
+        if line == self.token + OWED:  # nft refused bans: careful until a commit is answered OK
+            self.allowed = False
+
+    def go_fast(self) -> None:
+        """Answer messages from the inbox from now on (the worker is told first)."""
+        self.held += self.token + FAST
+        self.fast = True
+
+    def careful(self) -> None:
+        """Stop answering from the inbox (the worker is told)."""
+        self.held += self.token + CAREFUL
+        self.fast = False
+
+    def _rotate(self) -> None:
+        """Start the inbox's next segment once the worker is less than LAG segments behind;
+        tell the worker that the last one is whole."""
+        while self.inbox.ahead():
+            if self._poll.poll(1):
+                chunk = os.read(self.from_worker, 4096)
+                if not chunk:
+                    self.gone = True
+                    raise WorkerGone()
+                self.answers += chunk
+                self._notes()
+        self.held += self.token + b" S %d\n" % self.inbox.rotate()
 
     def stdout(self, data: bytes) -> None:
         """Write ``data`` to rsyslog."""

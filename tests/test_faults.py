@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from omprog_ban.inbox import Inbox
 from tests.lab import PROGRAM, Namespace, Rsyslog, amps_line, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -31,9 +32,15 @@ def server():
     namespace.close()
 
 
-def started(tmp_path, server, body: str = JAIL) -> Rsyslog:
+def started(tmp_path, server, body: str = JAIL, transactions: bool = False) -> Rsyslog:
+    """Start rsyslogd with the shipped action (``useTransactions="on"`` instead when asked)."""
     config = write_config(tmp_path / "omprog-ban.toml", tmp_path / "state", body)
-    return Rsyslog(tmp_path, server, config).start()
+    rsyslog = Rsyslog(tmp_path, server, config)
+    if transactions:
+        text = rsyslog.conf.read_text()
+        assert 'useTransactions="off"' in text
+        rsyslog.conf.write_text(text.replace('useTransactions="off"', 'useTransactions="on"'))
+    return rsyslog.start()
 
 
 def banned(server: Namespace) -> set[str]:
@@ -88,16 +95,22 @@ def _attack_with_kills(rsyslog, server, hosts, chunk: int, every: int, seed: int
     return killed
 
 
-def test_workers_killed_with_a_committed_batch_in_the_spool_lose_nothing(tmp_path, server):
-    # A backlog the worker cannot keep up with: it answers commits once the rest of a batch is
-    # spooled (omprog_ban/spool.py). Each worker is SIGKILLed while the spool holds such a batch.
-    attackers = [f"198.18.{n // 250}.{n % 250 + 1}" for n in range(800)]  # 10 failures each: banned
-    bystanders = [f"198.19.{n // 250}.{n % 250 + 1}" for n in range(800)]  # 9 each: never banned
+def _attack_lines() -> tuple[list[str], list[str]]:
+    """Return 800 attackers (10 failures each: banned) and 800 bystanders (9 each: never), and their lines shuffled."""
+    attackers = [f"198.18.{n // 250}.{n % 250 + 1}" for n in range(800)]
+    bystanders = [f"198.19.{n // 250}.{n % 250 + 1}" for n in range(800)]
     lines = [amps_line(a, port=i) for a in attackers for i in range(10)]
     lines += [amps_line(b, port=i) for b in bystanders for i in range(9)]
     random.Random(17).shuffle(lines)
+    return attackers, lines
+
+
+def test_workers_killed_with_a_committed_batch_in_the_spool_lose_nothing(tmp_path, server):
+    # With useTransactions="on", a backlog the worker cannot keep up with: it answers commits once the
+    # rest of a batch is spooled (omprog_ban/spool.py). Each worker is SIGKILLed while the spool holds such a batch.
+    attackers, lines = _attack_lines()
     spool = tmp_path / "state" / "spool"
-    rsyslog = started(tmp_path, server)
+    rsyslog = started(tmp_path, server, transactions=True)
     try:
         rsyslog.write_amps(lines)
         caught = 0
@@ -115,6 +128,42 @@ def test_workers_killed_with_a_committed_batch_in_the_spool_lose_nothing(tmp_pat
         time.sleep(1.0)
         assert banned(server) == set(attackers)  # and not one bystander
         assert "a committed batch left in the spool" in rsyslog.log_text()
+    finally:
+        rsyslog.stop()
+
+
+def test_workers_killed_with_answered_messages_in_the_inbox_lose_nothing(tmp_path, server):
+    # The shipped action: the relay answers each message OK once it is in the inbox (omprog_ban/inbox.py).
+    # Each worker is stopped until the relay has answered hundreds more, then SIGKILLed: rsyslog holds
+    # those messages no more, and only the inbox has them.
+    attackers, lines = _attack_lines()
+    inbox = Inbox(tmp_path / "state" / "inbox")
+
+    def answered() -> int:
+        return sum(len(segment) for _, segment in inbox.pending())
+
+    def in_inbox(text: str) -> bool:
+        return any(text.encode() in line for _, segment in inbox.pending() for line in segment)
+
+    rsyslog = started(tmp_path, server)
+    try:
+        caught, worker = 0, None
+        for number, wave in enumerate((lines[:len(lines) // 2], lines[len(lines) // 2:])):
+            # A probe (one failure of an address no one bans) starts a new child; the relay answers it
+            # from the inbox only once its worker is ready, having counted what the last one left.
+            rsyslog.write_amps([amps_line("192.0.2.250", port=number)])
+            assert wait_for(lambda: rsyslog.worker() not in (None, worker) and in_inbox(f"192.0.2.250:{number})"), 15)
+            worker = rsyslog.worker()
+            os.kill(worker, signal.SIGSTOP)
+            before = answered()
+            rsyslog.write_amps(wave)
+            caught += wait_for(lambda: answered() >= before + 300, 10)
+            os.kill(worker, signal.SIGKILL)
+        assert caught == 2, "the relay answered no messages while its worker was stopped"
+        assert wait_for(lambda: len(banned(server)) >= len(attackers), 30), len(banned(server))
+        time.sleep(1.0)
+        assert banned(server) == set(attackers)  # and not one bystander
+        assert "the relay answered OK before a worker counted them" in rsyslog.log_text()
     finally:
         rsyslog.stop()
 

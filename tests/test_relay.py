@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from omprog_ban import ledger
+from omprog_ban.inbox import Inbox
 from omprog_ban.relay import worker_cpus
 from omprog_ban.spool import Spool
 from tests.lab import amps_line, wait_for
@@ -139,8 +140,8 @@ def test_a_worker_killed_between_messages_never_leaves_an_answer_without_its_cou
     answer = run.process.stdout.readline()
     if answer == "":  # the message met the dead worker: no OK, the relay ends, rsyslog resends it to the next run
         assert run.process.wait(10) != 0
-    else:  # the relay had replaced the worker first (see the next test): the new one counted it, then answered
-        assert answer == "OK\n" and run.counted() >= {"u1", "u2"}
+    else:  # the relay had replaced the worker first (see the next test): counted, or in the inbox, then answered
+        assert answer == "OK\n" and run.counted() | inbox_uuids(tmp_path) >= {"u1", "u2"}
 
 
 def test_a_killed_relay_leaves_nothing_it_answered_uncounted(tmp_path):
@@ -198,3 +199,127 @@ def test_a_worker_killed_between_batches_is_replaced_in_place_and_counts_the_spo
     assert run.send("not a failure") == "OK"  # one answer, no second start-up OK in the way
     run.process.stdin.close()
     assert run.process.wait(10) == 0
+
+
+def inbox_uuids(state_dir: Path) -> set[str]:
+    """Return the uuids of the messages in the inbox (answered OK, maybe not counted yet)."""
+    return {json.loads(line)["uuid"] for _, lines in Inbox(state_dir / "dry-run.inbox").pending() for line in lines}
+
+
+def test_without_transactions_a_message_with_a_uuid_is_answered_once_in_the_inbox_and_survives_sigkills(tmp_path):
+    run = Run(tmp_path).ready()
+    worker = run.worker()
+    os.kill(worker, signal.SIGSTOP)  # a worker that has counted nothing yet: the answers cannot come from it
+    try:
+        assert [run.send(message("192.0.2.20", n)) for n in range(30)] == ["OK"] * 30
+        assert inbox_uuids(tmp_path) == {f"u{n}" for n in range(30)} and run.failures() == 0
+    finally:
+        os.kill(worker, signal.SIGKILL)
+        run.process.kill()  # both die: only the inbox has the thirty messages rsyslog no longer holds
+        run.process.wait()
+    assert wait_for(lambda: not Path(f"/proc/{worker}").exists() or Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z", 10)
+    again = Run(tmp_path).ready()
+    try:
+        assert again.failures() == 30 and inbox_uuids(tmp_path) == set()  # counted before the start-up OK
+        assert again.send(message("192.0.2.20", 29)) == "OK"  # resent: known by its uuid
+        assert again.send(message("192.0.2.20", 30)) == "OK"
+        assert wait_for(lambda: again.failures() == 31, 5), again.failures()
+    finally:
+        again.process.stdin.close()
+        assert again.process.wait(10) == 0
+    bans = [json.loads(line) for line in again.process.stderr.read().splitlines() if line.startswith("{")]
+    assert [ban["host"] for ban in bans] == ["192.0.2.20"]  # once, from the thirty counted at the start
+
+
+def test_messages_without_a_uuid_and_transactions_get_the_workers_answer_not_the_inbox(tmp_path):
+    run = Run(tmp_path).ready()
+    assert run.send(message("192.0.2.21", 1)) == "OK"
+    assert run.send(amps_line("192.0.2.21", port=2)) == "OK"  # plain: no key to know a recount by
+    assert run.send(message("192.0.2.21", 3)) == "OK"
+    assert inbox_uuids(tmp_path) <= {"u1", "u3"}  # (a segment the worker finished is gone)
+    assert wait_for(lambda: run.failures() == 3, 5)
+    assert run.send("BEGIN TRANSACTION") == "OK"  # rsyslog sends transactions: the relay stays careful
+    assert run.send(message("192.0.2.21", 4)) == "DEFER_COMMIT"
+    assert run.send("COMMIT TRANSACTION") == "OK"
+    assert run.send(message("192.0.2.21", 5)) == "OK"
+    assert not inbox_uuids(tmp_path) & {"u4", "u5"}
+    assert run.failures() == 5  # the worker's answer came after its count
+    run.process.stdin.close()
+    assert run.process.wait(10) == 0
+
+
+class FakeWorker:
+    """A Relay on real pipes, run in a thread, with the test playing the worker."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        import threading
+
+        from omprog_ban.relay import Relay
+
+        stdin, self.rsyslog_in = os.pipe()
+        self.rsyslog_out, stdout = os.pipe()
+        self.from_relay, to_worker = os.pipe()
+        from_worker, self.to_relay = os.pipe()
+        self.token = b"\x1etest-token"
+        self.inbox = tmp_path / "inbox"
+        self.relay = Relay(stdin, stdout, to_worker, from_worker, Inbox(self.inbox), self.token)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.relay.run()
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            self.error = error
+
+    def start(self) -> "FakeWorker":
+        self.thread.start()
+        assert self.read_rsyslog() == b"OK\n"  # the relay's start-up OK
+        os.write(self.to_relay, b"OK\n")  # the worker's, read and dropped by the relay
+        return self
+
+    def send(self, line: bytes) -> None:
+        os.write(self.rsyslog_in, line + b"\n")
+
+    def read_rsyslog(self) -> bytes:
+        return _read_line(self.rsyslog_out)
+
+    def read_worker(self) -> bytes:
+        return _read_line(self.from_relay)
+
+
+def _read_line(fd: int) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        data += os.read(fd, 1)
+    return data
+
+
+def test_bans_the_kernel_refused_make_the_relay_wait_for_the_workers_answer_again(tmp_path):
+    fake = FakeWorker(tmp_path).start()
+    keyed = json.dumps({"msg": "m1", "uuid": "u1"}).encode()
+    fake.send(keyed)
+    assert fake.read_worker() == fake.token + b" F\n"
+    assert fake.read_worker() == keyed + b"\n"
+    assert fake.read_rsyslog() == b"OK\n"  # from the inbox: the worker said nothing
+    os.write(fake.to_relay, fake.token + b" OWED\n")  # the worker: nft refused bans
+    time.sleep(0.2)
+    second = json.dumps({"msg": "m2", "uuid": "u2"}).encode()
+    fake.send(second)
+    assert fake.read_worker() == fake.token + b" C\n"  # careful: this one waits for the worker
+    assert fake.read_worker() == second + b"\n"
+    os.write(fake.to_relay, b"nft error: set full\n")
+    assert fake.read_rsyslog() == b"nft error: set full\n"  # rsyslog suspends the action and resends it
+    fake.send(second)
+    assert fake.read_worker() == second + b"\n"
+    os.write(fake.to_relay, b"OK\n")  # the kernel took the bans
+    assert fake.read_rsyslog() == b"OK\n"
+    third = json.dumps({"msg": "m3", "uuid": "u3"}).encode()
+    fake.send(third)
+    assert fake.read_worker() == fake.token + b" F\n"  # fast again
+    assert fake.read_worker() == third + b"\n"
+    assert fake.read_rsyslog() == b"OK\n"
+    assert {line for _, lines in Inbox(fake.inbox).pending() for line in lines} == {keyed + b"\n", third + b"\n"}
+    os.close(fake.rsyslog_in)
+    fake.thread.join(5)
+    assert fake.error is None and not fake.thread.is_alive()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 
 from omprog_ban import cli, metrics
 from omprog_ban.framing import frame
+from omprog_ban.inbox import Inbox
 from omprog_ban.nft import NftError
 from omprog_ban.omprog import serve
 from omprog_ban.relay import run_split
@@ -21,6 +23,7 @@ from omprog_ban.spool import Spool
 
 NAME = "run"
 HELP = "serve rsyslog's omprog protocol on stdin/stdout"
+INBOX = "inbox"  # the relay's fast-mode segments, in the state directory (see omprog_ban.inbox)
 log = logging.getLogger("omprog-ban")
 
 
@@ -39,10 +42,12 @@ def main(args) -> int:
     config = cli.load_config(args)  # a bad config exits 78 here, before any OK
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    return run_split(lambda input_fd, answer_fd: work(config, args, input_fd, answer_fd))
+    inbox = Path(config.state_dir) / (("dry-run." if args.dry_run else "") + INBOX)
+    return run_split(lambda input_fd, answer_fd, token: work(config, args, input_fd, answer_fd, token, inbox),
+                     inbox=inbox)
 
 
-def work(config, args, input_fd: int, answer_fd: int) -> int:
+def work(config, args, input_fd: int, answer_fd: int, token: bytes = b"", inbox_dir: Path | None = None) -> int:
     """The worker: set up (exit 75 when another instance holds the state, 69 when nft refuses
     the table), answer the start-up OK, serve the relayed lines; return the exit code."""
     try:
@@ -58,14 +63,35 @@ def work(config, args, input_fd: int, answer_fd: int) -> int:
     log.info("ready: %d jail(s) %s, table inet %s%s", len(config.jails), ", ".join(config.jails),
              config.table, " (dry run)" if args.dry_run else "")
     spool = Spool(runtime.state_dir / ("dry-run.spool" if args.dry_run else "spool"))
+    inbox = Inbox(inbox_dir) if inbox_dir is not None else None
     try:
         _count_spooled(spool, runtime)
+        if inbox is not None:
+            _count_inbox(inbox, runtime)
         pipeline = runtime.pipeline
         return serve(pipeline.handle, pipeline.flush, runtime.maintain, input_fd, answer_fd, relayed=True,
-                     handle_many=pipeline.handle_many, spool=spool)
+                     handle_many=pipeline.handle_many, spool=spool, token=token, inbox=inbox,
+                     owed=bool(pipeline.pending))
     finally:
         spool.close()
         runtime.close()
+
+
+def _count_inbox(inbox: Inbox, runtime: Runtime) -> None:
+    """Count what the relay answered OK and no worker counted (the inbox's segments), oldest first.
+
+    What was counted already is recognised by the messages' uuids. Bans the
+    kernel refuses stay pending, so the next commit waits for them.
+    """
+    for number, lines in inbox.pending():
+        if lines:
+            log.warning("counting %d message(s) the relay answered OK before a worker counted them", len(lines))
+            runtime.pipeline.handle_many([frame(line, runtime.clock()) for line in lines], defer=True)
+            try:
+                runtime.pipeline.flush()
+            except NftError as error:
+                log.error("nft refused bans of messages from the inbox; they stay owed: %s", error)
+        inbox.drop(number)
 
 
 def _count_spooled(spool: Spool, runtime: Runtime) -> None:
