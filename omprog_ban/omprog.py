@@ -50,6 +50,7 @@ def serve(
     token: bytes = b"",
     inbox: Inbox | None = None,
     owed: bool = False,
+    tick: Callable[[float], None] | None = None,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
@@ -81,18 +82,22 @@ def serve(
     ``token`` and ``inbox`` (relayed, with ``handle_many``): the relay's fast
     mode (see :mod:`omprog_ban.relay`). Between its ``FAST`` and ``CAREFUL``
     markers every message was answered ``OK`` by the relay once it was in the
-    inbox: it is counted here with no answer, and its bans applied within
-    FLUSH_GAP (one nft transaction for what came meanwhile). A segment marker
+    inbox: it is counted here with no answer, and its bans applied as soon as
+    all that was read is counted, or FLUSH_GAP after the first of them while
+    more is in hand (in a flood the bans of many messages share a transaction). A segment marker
     says that a segment's lines all came: its bans are applied, then it is
     removed. When the kernel refuses bans, a note (``OWED``) tells the relay
     to be careful, so that the next commit or message carries the error to
     rsyslog. ``owed``: bans were owed at the start (the note goes first).
+
+    ``tick(now)`` runs between messages every TICK seconds (outside a
+    transaction): light upkeep that should not wait for ``maintain``.
     """
     reader = LineReader(stdin_fd, SPIN if relayed else 0.0)
     _write(stdout_fd, b"OK\n")
     if owed and token:
         _write(stdout_fd, token + OWED)
-    next_maintenance = clock() + interval
+    next_maintenance = next_tick = clock() + interval
     skipping = in_batch = fast = warned = False  # owed: the last flush was refused, its bans wait
     flush_at = None  # fast mode: when the bans counted since the last flush go to the kernel
     while True:
@@ -102,6 +107,9 @@ def serve(
         if now >= next_maintenance and not in_batch:
             maintain(now)
             next_maintenance = now + interval
+        elif tick is not None and now >= next_tick and not in_batch:
+            tick(now)
+            next_tick = now + TICK
         if flush_at is not None and (now >= flush_at or raw is None):
             flush_at = None
             owed = _flush_fast(flush, token, stdout_fd)
@@ -127,7 +135,12 @@ def serve(
                 warned = True
                 log.error("the relay answered a message with no uuid OK (a custom template?); after a crash it "
                           "could be counted twice: use the shipped template")
-            if flush_at is None:
+            # Ban as soon as all that was read is counted; while more is in hand, FLUSH_GAP after
+            # the first ban waiting (in a flood the bans of many messages share a transaction).
+            if reader.peek() is None:
+                flush_at = None
+                owed = _flush_fast(flush, token, stdout_fd)
+            elif flush_at is None:
                 flush_at = now + FLUSH_GAP
             continue
         if skipping:  # the tail of an over-long line: it was answered with its head
@@ -242,7 +255,8 @@ BEGIN, COMMIT = b"BEGIN TRANSACTION\n", b"COMMIT TRANSACTION\n"
 MARKS = (BEGIN, COMMIT)
 SLICE = 64  # messages counted between two looks for the commit
 FAST_BLOCK = 256  # fast messages counted in one call
-FLUSH_GAP = 0.002  # fast mode: bans wait at most this long for others to share their nft transaction
+TICK = 0.25  # seconds between two ticks
+FLUSH_GAP = 0.002  # fast mode, messages in hand: the longest a ban waits for others to share its nft transaction
 EARLY = SEEN // 2  # most messages a commit answered from the spool may hold: a resend must find all their keys
 
 

@@ -36,6 +36,7 @@ LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval
 # writing 100,000 rows takes the worker 0.7-1.5 s. Once bans stop arriving, the next
 # upkeep writes them.
 HISTORY_BURST = 5_000
+HISTORY_TICK = 200  # rows that ``tick`` commits before the next upkeep: ~1 ms, never one long pause
 HISTORY_HELD = 200_000
 HISTORY_HOLD = 30.0
 
@@ -136,6 +137,12 @@ class Runtime:
             self._unlogged += 1
         if ban.reason != "restored":  # a re-applied ban is already in the history
             self.history.record(ban)
+
+    def tick(self, now: float) -> None:
+        """Between messages, several times a second: commit the history's rows once HISTORY_TICK
+        are queued, so that no upkeep holds a ban up for long (a flood's rows still wait, see _publish)."""
+        if HISTORY_TICK <= len(self.history.queued) <= HISTORY_BURST:
+            self._publish(now)
 
     def _publish(self, now: float, final: bool = False) -> None:
         """Commit the queued history rows (unless a flood holds them, see HISTORY_BURST; always

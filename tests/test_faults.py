@@ -32,14 +32,15 @@ def server():
     namespace.close()
 
 
-def started(tmp_path, server, body: str = JAIL, transactions: bool = False) -> Rsyslog:
-    """Start rsyslogd with the shipped action (``useTransactions="on"`` instead when asked)."""
+def started(tmp_path, server, body: str = JAIL, per_message: bool = False) -> Rsyslog:
+    """Start rsyslogd with the shipped action (with ``useTransactions="off"`` and batches of one instead when asked)."""
     config = write_config(tmp_path / "omprog-ban.toml", tmp_path / "state", body)
     rsyslog = Rsyslog(tmp_path, server, config)
-    if transactions:
+    if per_message:
         text = rsyslog.conf.read_text()
-        assert 'useTransactions="off"' in text
-        rsyslog.conf.write_text(text.replace('useTransactions="off"', 'useTransactions="on"'))
+        assert 'useTransactions="on"' in text and 'queue.dequeueBatchSize="1024"' in text
+        rsyslog.conf.write_text(text.replace('useTransactions="on"', 'useTransactions="off"')
+                                .replace('queue.dequeueBatchSize="1024"', 'queue.dequeueBatchSize="1"'))
     return rsyslog.start()
 
 
@@ -47,9 +48,10 @@ def banned(server: Namespace) -> set[str]:
     return {e["val"] for e in server.nft_elements()}
 
 
-def test_random_sigkills_under_steady_attack_lose_nothing_and_count_nothing_twice(tmp_path, server):
+@pytest.mark.parametrize("per_message", [False, True], ids=["transactions", "one-ok-per-message"])
+def test_random_sigkills_under_steady_attack_lose_nothing_and_count_nothing_twice(tmp_path, server, per_message):
     pace = random.Random(11)
-    rsyslog = started(tmp_path, server)
+    rsyslog = started(tmp_path, server, per_message=per_message)
     try:  # the child (rsyslog restarts it for the next message, after its resume interval)
         killed = _attack_with_kills(rsyslog, server, range(1, 31), chunk=15, every=6, seed=7, target=rsyslog.child,
                                     pause=lambda: pace.uniform(0.0, 0.05), between=lambda: pace.uniform(0.0, 0.05))
@@ -106,11 +108,11 @@ def _attack_lines() -> tuple[list[str], list[str]]:
 
 
 def test_workers_killed_with_a_committed_batch_in_the_spool_lose_nothing(tmp_path, server):
-    # With useTransactions="on", a backlog the worker cannot keep up with: it answers commits once the
-    # rest of a batch is spooled (omprog_ban/spool.py). Each worker is SIGKILLed while the spool holds such a batch.
+    # A backlog the worker cannot keep up with: it answers commits once the rest of a batch is
+    # spooled (omprog_ban/spool.py). Each worker is SIGKILLed while the spool holds such a batch.
     attackers, lines = _attack_lines()
     spool = tmp_path / "state" / "spool"
-    rsyslog = started(tmp_path, server, transactions=True)
+    rsyslog = started(tmp_path, server)
     try:
         rsyslog.write_amps(lines)
         caught = 0
@@ -133,7 +135,7 @@ def test_workers_killed_with_a_committed_batch_in_the_spool_lose_nothing(tmp_pat
 
 
 def test_workers_killed_with_answered_messages_in_the_inbox_lose_nothing(tmp_path, server):
-    # The shipped action: the relay answers each message OK once it is in the inbox (omprog_ban/inbox.py).
+    # useTransactions="off": the relay answers each message OK once it is in the inbox (omprog_ban/inbox.py).
     # Each worker is stopped until the relay has answered hundreds more, then SIGKILLed: rsyslog holds
     # those messages no more, and only the inbox has them.
     attackers, lines = _attack_lines()
@@ -145,7 +147,7 @@ def test_workers_killed_with_answered_messages_in_the_inbox_lose_nothing(tmp_pat
     def in_inbox(text: str) -> bool:
         return any(text.encode() in line for _, segment in inbox.pending() for line in segment)
 
-    rsyslog = started(tmp_path, server)
+    rsyslog = started(tmp_path, server, per_message=True)
     try:
         caught, worker = 0, None
         for number, wave in enumerate((lines[:len(lines) // 2], lines[len(lines) // 2:])):
@@ -190,8 +192,9 @@ def test_a_child_killed_while_its_worker_starts_is_started_again(tmp_path, serve
         rsyslog.stop()
 
 
-def test_messages_queued_when_rsyslog_stops_are_processed_after_it_starts(tmp_path, server):
-    rsyslog = started(tmp_path, server)
+@pytest.mark.parametrize("per_message", [False, True], ids=["transactions", "one-ok-per-message"])
+def test_messages_queued_when_rsyslog_stops_are_processed_after_it_starts(tmp_path, server, per_message):
+    rsyslog = started(tmp_path, server, per_message=per_message)
     try:
         rsyslog.write_amps([amps_line("192.0.2.50")])  # one failure: starts the child
         hung = [wait_for(rsyslog.child, 10), wait_for(rsyslog.worker, 10)]
@@ -229,8 +232,9 @@ def test_a_flushed_ruleset_is_restored_with_the_active_bans(tmp_path, server):
         rsyslog.stop()
 
 
-def test_a_full_set_is_an_error_rsyslog_retries_until_it_succeeds(tmp_path, server):
-    rsyslog = started(tmp_path, server, '[nft]\nmax_set_size = 2\n' + JAIL)
+@pytest.mark.parametrize("per_message", [False, True], ids=["transactions", "one-ok-per-message"])
+def test_a_full_set_is_an_error_rsyslog_retries_until_it_succeeds(tmp_path, server, per_message):
+    rsyslog = started(tmp_path, server, '[nft]\nmax_set_size = 2\n' + JAIL, per_message)
     config = rsyslog.config
     config.write_text(config.read_text().replace('[nft]\ntable = "omprog_ban"\n', '[nft]\ntable = "omprog_ban"\nmax_set_size = 2\n').replace('[nft]\nmax_set_size = 2\n\n', ""))
     try:

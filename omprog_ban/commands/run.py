@@ -71,7 +71,7 @@ def work(config, args, input_fd: int, answer_fd: int, token: bytes = b"", inbox_
         pipeline = runtime.pipeline
         return serve(pipeline.handle, pipeline.flush, runtime.maintain, input_fd, answer_fd, relayed=True,
                      handle_many=pipeline.handle_many, spool=spool, token=token, inbox=inbox,
-                     owed=bool(pipeline.pending))
+                     owed=bool(pipeline.pending), tick=runtime.tick)
     finally:
         spool.close()
         runtime.close()
