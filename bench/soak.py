@@ -4,9 +4,10 @@ Every few seconds the omprog-ban child is killed (SIGKILL) or the ruleset is
 flushed underneath it. Attackers send exactly ``maxretry`` failures, bystanders
 one fewer; at the end the kernel must hold exactly the attackers, and every one
 with the time it had left. The short version of this runs in CI
-(tests/test_faults.py); this one is for a longer look:
+(tests/test_faults.py); this one is for a longer look. ``--per-message``: with
+``useTransactions="off"`` and batches of one, so the relay answers from its inbox.
 
-``python -m bench.soak --minutes 5``
+``python -m bench.soak --minutes 5 [--per-message]``
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ ports = [9007]
 """
 
 
-def soak(minutes: float, seed: int) -> int:
+def soak(minutes: float, seed: int, per_message: bool = False) -> int:
     """Run the soak; return 0 when the kernel holds exactly the attackers."""
     pace = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="omprog-ban-soak-"))
     server = Namespace("obsoak")
     rsyslog = Rsyslog(work, server, write_config(work / "c.toml", work / "state", JAIL))
+    if per_message:
+        text = rsyslog.conf.read_text()
+        assert 'useTransactions="on"' in text and 'queue.dequeueBatchSize="1024"' in text
+        rsyslog.conf.write_text(text.replace('useTransactions="on"', 'useTransactions="off"')
+                                .replace('queue.dequeueBatchSize="1024"', 'queue.dequeueBatchSize="1"'))
     attackers, bystanders, kills, flushes = set(), set(), 0, 0
     try:
         rsyslog.start()
@@ -66,7 +72,7 @@ def soak(minutes: float, seed: int) -> int:
         held = lambda: {e["val"] for e in server.nft_elements()}  # noqa: E731
         wait_for(lambda: held() == attackers, 60, 0.5)
         final = held()
-        print(f"soak: {minutes:g} min, {wave} waves, {len(attackers)} attackers, {len(bystanders)} bystanders, "
+        print(f"soak: {'one OK per message' if per_message else 'transactions'}, {minutes:g} min, {wave} waves, {len(attackers)} attackers, {len(bystanders)} bystanders, "
               f"{kills} SIGKILLs, {flushes} ruleset flushes")
         print(f"soak: attackers missing {len(attackers - final)}, bystanders banned {len(final & bystanders)}")
         return 0 if final == attackers else 1
@@ -79,8 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--per-message", action="store_true", help='useTransactions="off", batches of one')
     args = parser.parse_args()
-    sys.exit(soak(args.minutes, args.seed))
+    sys.exit(soak(args.minutes, args.seed, args.per_message))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def serve(
     if owed and token:
         _write(stdout_fd, token + OWED)
     next_maintenance = next_tick = clock() + interval
-    skipping = in_batch = fast = warned = False  # owed: the last flush was refused, its bans wait
+    skipping = in_batch = fast = warned = False  # owed (above): the last flush was refused, its bans wait
     flush_at = None  # fast mode: when the bans counted since the last flush go to the kernel
     while True:
         wait = next_maintenance - clock() if flush_at is None else min(next_maintenance, flush_at) - clock()
@@ -242,7 +242,8 @@ def _flush_fast(flush: Callable[[], None], token: bytes, stdout_fd: int) -> bool
         log.error("nft refused bans; they stay owed, and the next commit waits for them: %s", error)
     except Exception:  # a bug must not kill the pipe; logged, as _reply does
         log.exception("could not apply bans")
-    _write(stdout_fd, token + OWED)
+    if token:
+        _write(stdout_fd, token + OWED)
     return True
 
 

@@ -207,3 +207,48 @@ def test_without_uuids_or_with_bans_owed_a_commit_waits_for_the_counting(tmp_pat
     assert [replied for _, replied, _ in seen] == [["OK", "OK"], ["OK", "OK"]]
     # the first commit answered from the spool; its bans refused, the second waits for the flush
     assert [len(spooled) for _, _, spooled in seen] == [5, 0] and replies == ["OK", "OK", "OK"]
+
+
+def test_fast_messages_get_no_answer_their_segment_goes_once_counted_and_a_refusal_is_noted(tmp_path):
+    import os
+
+    from omprog_ban.inbox import Inbox
+    from omprog_ban.omprog import serve
+
+    token = b"\x1etest"
+    inbox = Inbox(tmp_path / "inbox")
+    inbox.open()
+    inbox.keep(b"".join((_keyed(n) + "\n").encode() for n in range(3)), 3)
+    inbox.rotate()  # segment 0 whole, segment 1 open
+    inbox.close()
+    lines = [token + b" F", *(_keyed(n).encode() for n in range(3)), token + b" S 0", _keyed(3).encode(),
+             token + b" C", b"alone"]
+    source, replies = tmp_path / "in", tmp_path / "out"
+    source.write_bytes(b"".join(line + b"\n" for line in lines))
+    counted: list[str] = []
+    flushes = []
+
+    def flush():
+        flushes.append(len(counted))
+        if flushes == [3]:  # the kernel refuses the segment's bans once
+            raise NftError("set full")
+
+    def handle_many(group, defer=False):
+        counted.extend(line.text for line in group)
+
+    def handle(line, defer=False):  # as the pipeline does: owed bans first, then this line's
+        flush()
+        counted.append(line.text)
+
+    in_fd, out_fd = os.open(source, os.O_RDONLY), os.open(replies, os.O_WRONLY | os.O_CREAT)
+    try:
+        serve(handle, flush, lambda now: None, in_fd, out_fd,
+              relayed=True, handle_many=handle_many, token=token, inbox=inbox)
+    finally:
+        os.close(in_fd)
+        os.close(out_fd)
+    assert counted == ["m0", "m1", "m2", "m3", "alone"]
+    assert flushes[0] == 3  # the segment's bans tried before it went (refused: they stay owed)
+    assert [number for number, _ in Inbox(tmp_path / "inbox").pending()] == [1]
+    # the start-up OK; then no answer to a fast message, the note of the refusal, the worker's answer to "alone"
+    assert replies.read_bytes().split(b"\n")[:-1] == [b"OK", token + b" OWED", b"OK"]
