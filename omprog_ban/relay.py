@@ -33,7 +33,12 @@ marker line in the hand-over pipe (a random per-run token, then ``F`` fast,
 answers ``OK`` again, so the refusal reaches rsyslog on the next message.
 rsyslog that sends transactions keeps the relay careful: a message answered
 ``OK`` inside a transaction would commit itself, and rsyslog would then wrap
-every message in a transaction of its own (measured slower).
+every message in a transaction of its own (measured slower). After a start the
+relay is careful until a message outside a transaction has had the worker's
+``OK``: rsyslog may go on with a batch it began in the child before, with no
+``BEGIN`` here; a ``COMMIT`` makes the relay careful for good (a soak with
+transactions banned bystanders when such a ``COMMIT`` reached a worker in
+fast mode).
 
 So an ``OK`` means what it means without the relay, and the worker's per-message
 work runs beside rsyslog instead of inside its round trip. Each side polls for
@@ -275,6 +280,9 @@ class Relay:
         if greet:  # not after a restart in place: rsyslog had it
             self.stdout(b"OK\n")
         self.answer()
+        # Careful until a message outside a transaction has had the worker's OK: after a restart
+        # rsyslog may go on with a batch it began in the child before (no BEGIN comes).
+        self.allowed = False
         if self.inbox is not None:  # the worker has counted what a dead one left there
             self.inbox.open()
         in_batch = False
@@ -308,6 +316,9 @@ class Relay:
                     in_batch = True
                     replies.append(b"OK\n")
                 elif line == COMMIT:
+                    if self.fast:  # a batch rsyslog began in a child before this one (no BEGIN came here)
+                        self.careful()
+                    self.batches = True
                     in_batch = False
                     self.held += chunk[begin:start]
                     try:

@@ -231,6 +231,32 @@ def test_without_transactions_a_message_with_a_uuid_is_answered_once_in_the_inbo
     assert [ban["host"] for ban in bans] == ["192.0.2.20"]  # once, from the thirty counted at the start
 
 
+def test_a_commit_with_no_begin_after_a_restart_gets_the_workers_answer(tmp_path):
+    # rsyslog may go on with a batch it began in the child before: messages, then COMMIT, no BEGIN here
+    fake = FakeWorker(tmp_path).start()
+    messages = [json.dumps({"msg": f"m{n}", "uuid": f"u{n}"}).encode() for n in range(3)]
+    fake.send(messages[0])
+    assert fake.read_worker() == messages[0] + b"\n"  # careful at first: the worker answers
+    os.write(fake.to_relay, b"OK\n")
+    assert fake.read_rsyslog() == b"OK\n"
+    fake.send(messages[1])
+    assert fake.read_worker() == fake.token + b" F\n"
+    assert fake.read_worker() == messages[1] + b"\n"
+    assert fake.read_rsyslog() == b"OK\n"  # from the inbox
+    fake.send(b"COMMIT TRANSACTION")
+    assert fake.read_worker() == fake.token + b" C\n"  # the worker is told before it sees the COMMIT
+    assert fake.read_worker() == b"COMMIT TRANSACTION\n"
+    os.write(fake.to_relay, b"OK\n")
+    assert fake.read_rsyslog() == b"OK\n"
+    fake.send(messages[2])  # rsyslog sends transactions: the relay stays careful
+    assert fake.read_worker() == messages[2] + b"\n"
+    os.write(fake.to_relay, b"OK\n")
+    assert fake.read_rsyslog() == b"OK\n"
+    os.close(fake.rsyslog_in)
+    fake.thread.join(5)
+    assert fake.error is None
+
+
 def test_messages_without_a_uuid_and_transactions_get_the_workers_answer_not_the_inbox(tmp_path):
     run = Run(tmp_path).ready()
     assert run.send(message("192.0.2.21", 1)) == "OK"
@@ -297,6 +323,11 @@ def _read_line(fd: int) -> bytes:
 
 def test_bans_the_kernel_refused_make_the_relay_wait_for_the_workers_answer_again(tmp_path):
     fake = FakeWorker(tmp_path).start()
+    first = json.dumps({"msg": "m0", "uuid": "u0"}).encode()
+    fake.send(first)  # the first message after a start: rsyslog may be going on with a batch, so careful
+    assert fake.read_worker() == first + b"\n"
+    os.write(fake.to_relay, b"OK\n")
+    assert fake.read_rsyslog() == b"OK\n"
     keyed = json.dumps({"msg": "m1", "uuid": "u1"}).encode()
     fake.send(keyed)
     assert fake.read_worker() == fake.token + b" F\n"
