@@ -76,6 +76,11 @@ class Inbox:
         finally:
             os.close(fd)
 
+    @property
+    def opened(self) -> bool:
+        """Whether a segment is open for writing (``open`` was called)."""
+        return self._map is not None
+
     def fits(self, size: int) -> bool:
         """Whether ``size`` more bytes fit in the segment being written, within its SEGMENT lines."""
         return self.lines < SEGMENT and self.size + size <= CAPACITY

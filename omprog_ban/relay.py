@@ -283,8 +283,6 @@ class Relay:
         # Careful until a message outside a transaction has had the worker's OK: after a restart
         # rsyslog may go on with a batch it began in the child before (no BEGIN comes).
         self.allowed = False
-        if self.inbox is not None:  # the worker has counted what a dead one left there
-            self.inbox.open()
         in_batch = False
         head = b""  # the first bytes of a long line being read (enough to tell a mark)
         tail = b""  # a line not read to its end yet (up to LONGEST bytes): not answered, so it may wait here
@@ -434,6 +432,8 @@ class Relay:
 
     def go_fast(self) -> None:
         """Answer messages from the inbox from now on (the worker is told first)."""
+        if not self.inbox.opened:  # the first time: the worker has counted what a dead one left there
+            self.inbox.open()
         self.held += self.token + FAST
         self.fast = True
 

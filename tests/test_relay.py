@@ -77,6 +77,7 @@ def test_a_batch_is_deferred_by_the_relay_and_committed_by_the_worker(tmp_path):
     assert run.send(message("192.0.2.8", 99)) == "OK"  # outside a transaction: the worker's answer
     assert run.failures() == 26
     assert run.spooled() == set()
+    assert list((tmp_path / "dry-run.inbox").glob("*.seg")) == []  # rsyslog sends transactions: no inbox
     run.process.stdin.close()
     assert run.process.wait(10) == 0
     bans = [json.loads(line) for line in run.process.stderr.read().splitlines() if line.startswith("{")]
