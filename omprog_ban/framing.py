@@ -103,14 +103,11 @@ class LineReader:
         """Return the next whole line already read, without taking it; None when there is none."""
         return self._lines[0] if self._lines else None
 
-    def read_plain(self, prefix: bytes, limit: int) -> list[bytes]:
-        """Return (and take) up to ``limit`` whole lines already read, up to the first that is a
-        transaction mark or starts with ``prefix``; never wait."""
+    def read_plain(self, marks: tuple[bytes, ...], prefix: bytes, limit: int) -> list[bytes]:
+        """Return (and take) up to ``limit`` whole lines already read, up to the first one in ``marks``
+        or starting with ``prefix``; never wait."""
         lines, taken = self._lines, []
-        while lines and len(taken) < limit:
-            line = lines[0]
-            if line.startswith(prefix) or line == b"BEGIN TRANSACTION\n" or line == b"COMMIT TRANSACTION\n":
-                break
+        while lines and len(taken) < limit and lines[0] not in marks and not lines[0].startswith(prefix):
             taken.append(lines.popleft())
         return taken
 

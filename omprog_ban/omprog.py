@@ -129,7 +129,7 @@ def serve(
                 inbox.drop(int(mark[3:]))
             continue
         if fast:
-            group = [frame(line, now) for line in (raw, *reader.read_plain(token, FAST_BLOCK - 1))]
+            group = [frame(line, now) for line in (raw, *reader.read_plain(MARKS, token, FAST_BLOCK - 1))]
             _reply(handle_many, group, defer=True)
             if not warned and any(line.key is None for line in group):
                 warned = True

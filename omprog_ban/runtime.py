@@ -36,7 +36,7 @@ LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval
 # writing 100,000 rows takes the worker 0.7-1.5 s. Once bans stop arriving, the next
 # upkeep writes them.
 HISTORY_BURST = 5_000
-HISTORY_TICK = 200  # rows that ``tick`` commits before the next upkeep: ~1 ms, never one long pause
+HISTORY_TICK = 200  # rows that ``tick`` commits before the next upkeep: ~1.5 ms, never one long pause
 HISTORY_HELD = 200_000
 HISTORY_HOLD = 30.0
 

@@ -78,36 +78,30 @@ def work(config, args, input_fd: int, answer_fd: int, token: bytes = b"", inbox_
 
 
 def _count_inbox(inbox: Inbox, runtime: Runtime) -> None:
-    """Count what the relay answered OK and no worker counted (the inbox's segments), oldest first.
-
-    What was counted already is recognised by the messages' uuids. Bans the
-    kernel refuses stay pending, so the next commit waits for them.
-    """
+    """Count what the relay answered OK and no worker counted (the inbox's segments), oldest first."""
     for number, lines in inbox.pending():
-        if lines:
-            log.warning("counting %d message(s) the relay answered OK before a worker counted them", len(lines))
-            runtime.pipeline.handle_many([frame(line, runtime.clock()) for line in lines], defer=True)
-            try:
-                runtime.pipeline.flush()
-            except NftError as error:
-                log.error("nft refused bans of messages from the inbox; they stay owed: %s", error)
+        _count_left(runtime, lines, "the relay answered OK before a worker counted them")
         inbox.drop(number)
 
 
 def _count_spooled(spool: Spool, runtime: Runtime) -> None:
-    """Count what a dead worker left in the spool (its batch was committed), before anything else.
+    """Count what a dead worker left in the spool (its batch was committed), before anything else."""
+    _count_left(runtime, spool.pending(), "a committed batch left in the spool")
+    spool.clear()
+
+
+def _count_left(runtime: Runtime, lines: list[bytes], what: str) -> None:
+    """Count ``lines`` a dead process left answered but uncounted, and apply their bans.
 
     What it had counted already is recognised by the messages' uuids. Bans the
-    kernel refuses stay pending, so the next commit waits for them.
+    kernel refuses stay pending, so the next commit (or message) waits for them.
     """
-    lines = spool.pending()
     if not lines:
         return
+    log.warning("counting %d message(s) %s", len(lines), what)
     now = runtime.clock()
-    log.warning("counting %d message(s) a committed batch left in the spool", len(lines))
     runtime.pipeline.handle_many([frame(line, now) for line in lines], defer=True)
     try:
         runtime.pipeline.flush()
     except NftError as error:
-        log.error("nft refused bans of spooled messages; they stay owed: %s", error)
-    spool.clear()
+        log.error("nft refused bans of messages %s; they stay owed: %s", what, error)
