@@ -95,8 +95,8 @@ def serve(
     """
     reader = LineReader(stdin_fd, SPIN if relayed else 0.0)
     _write(stdout_fd, b"OK\n")
-    if owed and token:
-        _write(stdout_fd, token + OWED)
+    if owed:
+        _note_owed(token, stdout_fd)
     next_maintenance = next_tick = clock() + interval
     skipping = in_batch = fast = warned = False  # owed (above): the last flush was refused, its bans wait
     flush_at = None  # fast mode: when the bans counted since the last flush go to the kernel
@@ -224,8 +224,7 @@ def _commit_early(spool: Spool, raw: list[bytes], group: list[LogLine], handle_m
         applied = True
     except NftError as error:  # the bans stay pending: the next commit waits for them and answers this
         log.error("nft refused bans of a committed batch; they stay owed and hold the next commit: %s", error)
-        if token:  # the relay may be answering from the inbox: it must wait for the next commit
-            _write(stdout_fd, token + OWED)
+        _note_owed(token, stdout_fd)  # the relay may be answering from the inbox: it must wait again
     except Exception:  # a bug must not kill the pipe; logged, as _reply does
         log.exception("could not process a committed batch of %d messages", len(group))
     spool.clear()
@@ -242,9 +241,14 @@ def _flush_fast(flush: Callable[[], None], token: bytes, stdout_fd: int) -> bool
         log.error("nft refused bans; they stay owed, and the next commit waits for them: %s", error)
     except Exception:  # a bug must not kill the pipe; logged, as _reply does
         log.exception("could not apply bans")
+    _note_owed(token, stdout_fd)
+    return True
+
+
+def _note_owed(token: bytes, stdout_fd: int) -> None:
+    """Tell the relay (when relayed: a token) that bans are owed, so that it waits for the worker's answers."""
     if token:
         _write(stdout_fd, token + OWED)
-    return True
 
 
 def _write(fd: int, data: bytes) -> None:

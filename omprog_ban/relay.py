@@ -374,11 +374,7 @@ class Relay:
             ready = {fd for fd, _ in self._idle.poll()}
             if self.stdin_fd in ready:
                 return
-            chunk = os.read(self.from_worker, 4096)
-            if not chunk:
-                self.gone = True
-                raise WorkerGoneIdle()
-            self.answers += chunk  # nothing is owed an answer here but notes; kept in order all the same
+            self._read_worker(WorkerGoneIdle)  # nothing is owed an answer here but notes; kept in order all the same
             self._notes()
 
     def verdict(self) -> bytes:
@@ -408,17 +404,21 @@ class Relay:
                 until = time.perf_counter() + SPIN  # the worker is on another CPU: poll before sleeping
                 while time.perf_counter() < until and not self._poll.poll(0):
                     pass
-                chunk = os.read(self.from_worker, 4096)
-                if not chunk:
-                    self.gone = True
-                    raise WorkerGone()
-                self.answers += chunk
+                self._read_worker(WorkerGone)
             line, self.answers = self.answers[:end + 1], self.answers[end + 1:]
             if self.token and line.startswith(self.token):
                 self._note(line)
                 continue
             self.allowed = self.inbox is not None and line == b"OK\n"
             return line
+
+    def _read_worker(self, gone: type[WorkerGone]) -> None:
+        """Add what the worker wrote to ``answers``; raise ``gone`` when it closed its end."""
+        chunk = os.read(self.from_worker, 4096)
+        if not chunk:
+            self.gone = True
+            raise gone()
+        self.answers += chunk
 
     def _notes(self) -> None:
         """Take the worker's notes from the head of what it wrote (never an answer: none is owed here)."""
@@ -447,11 +447,7 @@ class Relay:
         tell the worker that the last one is whole."""
         while self.inbox.ahead():
             if self._poll.poll(1):
-                chunk = os.read(self.from_worker, 4096)
-                if not chunk:
-                    self.gone = True
-                    raise WorkerGone()
-                self.answers += chunk
+                self._read_worker(WorkerGone)
                 self._notes()
         self.held += self.token + b" S %d\n" % self.inbox.rotate()
 
