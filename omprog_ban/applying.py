@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from omprog_ban.ledger import Record
+from omprog_ban.ledger import ban_line
 from omprog_ban.model import Ban, text
 from omprog_ban.nft import NftError
 
@@ -64,7 +64,7 @@ def _fill(pipeline: Pipeline, group: list[Ban]) -> list[Ban]:
 
 def _applied(pipeline: Pipeline, bans: list[Ban]) -> None:
     if pipeline.ledger is not None:
-        pipeline.ledger.append([Record("B", ban.time, ban.jail, text(ban.address), f"{ban.bantime:g}") for ban in bans])
+        pipeline.ledger.append_bytes("".join([ban_line(ban.time, ban.jail, text(ban.address), ban.bantime) for ban in bans]).encode())
     counters = pipeline.counters
     for ban in bans:
         counters[ban.jail].bans += 1

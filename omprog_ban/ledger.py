@@ -140,6 +140,13 @@ def failure_line(moment: float, jail: str, address: str, key: str) -> str:
     return f"F\t{stamp}\t{jail}\t{address}\t{key}\n" if key else f"F\t{stamp}\t{jail}\t{address}\n"
 
 
+def ban_line(moment: float, jail: str, address: str, bantime: float) -> str:
+    """Return the text of a B record, as ``Record("B", moment, jail, address, f"{bantime:g}")`` is written."""
+    if moment != _STAMP[0]:  # the bans of a flush mostly share their line's time
+        _STAMP[:] = [moment, f"{moment:.6f}"]
+    return f"B\t{_STAMP[1]}\t{jail}\t{address}\t{bantime:g}\n"
+
+
 _STAMP: list = [None, ""]  # the last moment written, and its text: formatting a float is dear
 
 

@@ -88,13 +88,21 @@ def text(address: Address | Network) -> str:
     if found is None:
         if len(memo) >= 65536:
             memo.clear()
-        # IPv4 through the C formatter (the same dotted quad, a fifth of the price of
-        # ``str``: a flood brings thousands of new addresses a second); IPv6 by ``str``,
-        # whose compressed form the C one does not always share (::1.2.3.4).
-        found = memo[number] = _ntop(_AF_INET, number.to_bytes(4, "big")) if memo is _V4 else str(address)
+        # Through the C formatter, a fifth of the price of ``str`` (a flood brings
+        # thousands of new addresses a second). It writes what ``str`` writes (RFC 5952:
+        # lower case, the first longest run of two or more zero groups as ``::``) except
+        # in ::/96 and ::ffff:0:0/96, which it ends in a dotted quad (::1.2.3.4,
+        # ::ffff:1.2.3.4): those go through ``str``.
+        if memo is _V4:
+            found = _ntop(_AF_INET, number.to_bytes(4, "big"))
+        elif number >> 32 in (0, 0xFFFF):
+            found = str(address)
+        else:
+            found = _ntop(_AF_INET6, number.to_bytes(16, "big"))
+        memo[number] = found
     return found
 
 
 _V4: dict[int, str] = {}
 _TEXTS: dict[type, dict[int, str]] = {ipaddress.IPv4Address: _V4, ipaddress.IPv6Address: {}}
-_ntop, _AF_INET = socket.inet_ntop, socket.AF_INET
+_ntop, _AF_INET, _AF_INET6 = socket.inet_ntop, socket.AF_INET, socket.AF_INET6

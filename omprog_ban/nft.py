@@ -5,18 +5,27 @@ omprog-ban owns one ``inet`` table. Each jail has a set per family with
 interval set per family (``<set>_net4``, ``<set>_net6``); one rule per family in
 the ``input`` chain drops the jail's protocols and ports from its sets. A ban is
 an element with a timeout: the kernel expires it. Every command is JSON data,
-never formatted text, and every address is an ipaddress object before it gets
-here, so libnftables never resolves a host name.
+except the one a flood repeats: adding bans is written as nft's own syntax,
+which libnftables parses in half the time of the same elements in JSON
+(measured: 3.7 against 6.8 us an element). Nothing from a log line gets into
+that text as it came: every address is an ipaddress object before it gets here,
+written back by ``text`` (so libnftables never resolves a host name), and table
+and set names are identifiers the config checked. A name nft's scanner reads as
+a keyword (a set called ``counter``) is a syntax error in that form; then the
+context goes back to JSON for good.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from omprog_ban.config import Jail
 from omprog_ban.model import Ban, Network, text
+
+log = logging.getLogger(__name__)
 
 CHAIN = "input"
 BLOCKLIST = "blocklist"
@@ -63,6 +72,7 @@ class Nft:
     def __init__(self, table: str, context: Any = None, jails: Iterable[Jail] = ()) -> None:
         self.table = table
         self._context = context if context is not None else _context()
+        self._text = hasattr(self._context, "cmd")  # bans in nft's own syntax (see the module's docstring)
         self.adopt(jails)
 
     def adopt(self, jails: Iterable[Jail]) -> None:
@@ -121,6 +131,21 @@ class Nft:
         """Add every ban as a set element with its timeout, all in one transaction."""
         if not bans:
             return
+        if self._text:
+            by_name: dict[str, list[str]] = {}
+            for ban in bans:
+                by_name.setdefault(self.set_for(ban.jail, ban.address), []).append(
+                    f"{_value_text(ban.address)} timeout {max(1, round(ban.bantime))}s")
+            script = "\n".join(f"add element inet {self.table} {name} {{ {', '.join(elements)} }}"
+                                for name, elements in by_name.items())
+            rc, _, error = self._context.cmd(script)  # one buffer, one transaction
+            if rc == 0:
+                return
+            if "syntax error" not in (error or ""):
+                raise NftError((error or f"nft returned {rc}").strip())
+            log.warning("nft reads a table or set name as a keyword in its own syntax; bans go as JSON from now on: %s",
+                        error.strip().splitlines()[0])
+            self._text = False
         by_set: dict[str, list[dict[str, Any]]] = {}
         for ban in bans:
             by_set.setdefault(self.set_for(ban.jail, ban.address), []).append(
@@ -200,6 +225,15 @@ def _value(address: Any) -> Any:
         if address.num_addresses == 1:
             return str(address.network_address)
         return {"prefix": {"addr": str(address.network_address), "len": address.prefixlen}}
+    return text(address)
+
+
+def _value_text(address: Any) -> str:
+    """Return ``address`` (an ipaddress object) as an element in nft's syntax: ``ADDR`` or ``ADDR/LEN``."""
+    if isinstance(address, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        if address.num_addresses == 1:
+            return str(address.network_address)
+        return f"{address.network_address}/{address.prefixlen}"
     return text(address)
 
 

@@ -62,3 +62,18 @@ def test_bad_input_is_a_usage_error(lab):
     assert command("ban", "192.0.2.1", "--jail", "nope").returncode == 64
     assert command("ban", "192.0.2.0/24", "--jail", "amps").returncode == 64  # no subnet sets in amps
     assert command("unban", "example.com").returncode == 64
+
+
+def test_a_table_named_like_an_nft_keyword_still_gets_its_bans(tmp_path):
+    """Bans are added in nft's own syntax, where ``counter`` is a keyword: the backend falls back to JSON."""
+    namespace = Namespace("obk")
+    try:
+        config = tmp_path / "c.toml"
+        config.write_text(f'state_dir = "{tmp_path / "state"}"\n[nft]\ntable = "counter"\n' + JAILS)
+        done = namespace.run([str(PROGRAM), "ban", "192.0.2.5", "--jail", "amps", "--config", str(config)], check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "as JSON from now on" in done.stderr
+        listed = namespace.run([str(PROGRAM), "list", "--json", "--config", str(config)], check=False)
+        assert {(e["jail"], e["address"]) for e in json.loads(listed.stdout)} == {("amps", "192.0.2.5")}
+    finally:
+        namespace.close()

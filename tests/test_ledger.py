@@ -3,7 +3,7 @@
 import mmap
 import os
 
-from omprog_ban.ledger import Ledger, Record, failure_line
+from omprog_ban.ledger import Ledger, Record, ban_line, failure_line
 
 KEY = "413C024C3D4643ECA0843B5485E2A1F0"
 
@@ -56,3 +56,15 @@ def test_whole_records_survive_reopening(tmp_path):
     ledger.append([Record("B", 5.0, "amps", "192.0.2.7", "120")])
     ledger.close()
     assert _records(path) == [Record("B", 5.0, "amps", "192.0.2.7", "120")]
+
+
+def test_the_fast_record_lines_read_back_as_the_records_they_stand_for(tmp_path):
+    """``failure_line`` and ``ban_line`` skip building a Record: what they write must replay as one."""
+    path = tmp_path / "ledger"
+    ledger = Ledger(path)
+    ledger.append_bytes((failure_line(5.25, "amps", "2001:db8::1", KEY) + ban_line(5.25, "amps", "2001:db8::1", 120.0)
+                         + ban_line(6.5, "web", "198.51.100.0/24", 0.5)).encode())
+    ledger.append([Record("B", 7.0, "amps", "192.0.2.7", "3600")])
+    ledger.close()
+    assert _records(path) == [Record("F", 5.25, "amps", "2001:db8::1", KEY), Record("B", 5.25, "amps", "2001:db8::1", "120"),
+                              Record("B", 6.5, "web", "198.51.100.0/24", "0.5"), Record("B", 7.0, "amps", "192.0.2.7", "3600")]

@@ -46,3 +46,26 @@ def test_an_address_text_is_its_canonical_form():
         address = ipaddress.ip_address(written)
         assert text(address) == str(address)
         assert text(address) == text(address)  # from the memo, the same
+
+
+@pytest.mark.parametrize("written", ["2001:db8::1", "2001:0:0:1::1", "2001:db8:0:1:1:1:1:1", "1:0:0:2:0:0:0:3",
+                                     "::2:3:4:5:6:7:8", "1::", "::1", "::", "::1.2.3.4", "::ffff:1.2.3.4",
+                                     "::fffe:1.2.3.4", "0:0:0:0:1:ffff:102:304", "fe80::1:0:0:0", "ABCD:EF::1"])
+def test_an_ipv6_text_is_what_ipaddress_writes(written):
+    from omprog_ban.model import text
+
+    address = ipaddress.IPv6Address(written)
+    assert text(address) == str(address)
+
+
+def test_random_ipv6_texts_are_what_ipaddress_writes():
+    """The C formatter writes IPv6 for the memo; zero groups in every pattern must come out as ``str`` has them."""
+    import random
+
+    from omprog_ban.model import text
+
+    chance = random.Random(6)
+    for _ in range(20000):
+        groups = [chance.choice((0, 0, 0, 1, 0xFFFF, chance.getrandbits(16))) for _ in range(8)]
+        address = ipaddress.IPv6Address(int("".join(f"{group:04x}" for group in groups), 16))
+        assert text(address) == str(address)
