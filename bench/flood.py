@@ -65,10 +65,13 @@ def _flood(child: Child, messages: list[str], transactions: bool) -> bool:
     return batched
 
 
-def measure(workdir: Path, addresses: int, seed: int = 7, transactions: bool = True) -> dict:
+ESCALATING = ONE_STRIKE + 'bantime_increment = { factor = 2, max = "1w" }\n'  # as the default's elgg jail
+
+
+def measure(workdir: Path, addresses: int, seed: int = 7, transactions: bool = True, jail: str = ONE_STRIKE) -> dict:
     """Ban ``addresses`` new addresses (in transactions if asked and the child batches); return timings and counts."""
     shutil.rmtree(workdir, ignore_errors=True)
-    config = write_config(workdir / "omprog-ban.toml", workdir / "state", ("none",), ONE_STRIKE)
+    config = write_config(workdir / "omprog-ban.toml", workdir / "state", ("none",), jail)
     messages = [amps_message(address, serial) for serial, address in enumerate(distinct_addresses(addresses, seed))]
     namespace = Namespace("obf")
     child = None
@@ -91,14 +94,17 @@ def measure(workdir: Path, addresses: int, seed: int = 7, transactions: bool = T
 
 def run(workdir: Path, addresses: int, seed: int = 7) -> list[Row]:
     """Flood ``addresses`` bans in transactions as the shipped action sends them (when the child
-    batches), then one message at a time; return the rows."""
+    batches), then one message at a time, then in transactions again to a jail with
+    ``bantime_increment`` (as three of the default jails have); return the rows."""
     rows = []
-    for transactions in (True, False):
-        result = measure(workdir / "flood", addresses, seed, transactions)
+    for transactions, jail in ((True, ONE_STRIKE), (False, ONE_STRIKE), (True, ESCALATING)):
+        result = measure(workdir / "flood", addresses, seed, transactions, jail)
         if transactions and not result["batched"]:
             continue  # a child that does not batch: the next run shows it
         mode = (f"rsyslog transactions of {BATCH:,} messages (the shipped action)" if transactions
                 else "one OK per message (useTransactions=\"off\"), from the relay's inbox")
+        if jail is ESCALATING:
+            mode += ", the jail with bantime_increment (each ban asks the history for earlier ones)"
         rows.append(Row("flood", f"{count(addresses)} new addresses (maxretry 1): {mode}", f"{count(addresses)} bans",
                         f"all in nft after {figure(result['answered'])} s ({rate(addresses, result['answered'], 'bans/s')})",
                         notes=f"nft -j list set right after: {count(result['held'])} (listing took {figure(result['listing'])} s)"))

@@ -84,6 +84,11 @@ class History:
         self.retention = retention
         self.prune_every = prune_every
         self.queued: list[tuple[float, str, str, float, int, str]] = []
+        # The queued rows' times by (jail, address), for ``count``: built as far as
+        # ``_indexed`` only when a count asks (a jail without bantime_increment never
+        # does). A scan of the queue per count made a flood of bans quadratic.
+        self._waiting: dict[tuple[str, str], list[float]] = {}
+        self._indexed = 0
         self._next_prune = 0.0
         if read_only:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=timeout)
@@ -102,6 +107,7 @@ class History:
     def commit(self, now: float) -> int:
         """Write the queued rows in one transaction, prune when due; return rows written."""
         rows, self.queued = self.queued, []
+        self._waiting, self._indexed = {}, 0
         if rows:
             try:
                 with self.db:
@@ -133,7 +139,11 @@ class History:
         except sqlite3.Error as error:
             log.error("history: cannot count earlier bans of %s: %s", text, error)
             stored = 0
-        return stored + sum(1 for row in self.queued if row[1] == jail and row[2] == text and row[0] >= since)
+        waiting = self._waiting
+        for moment, name, address, *_ in self.queued[self._indexed:]:
+            waiting.setdefault((name, address), []).append(moment)
+        self._indexed = len(self.queued)
+        return stored + sum(1 for moment in waiting.get((jail, text), ()) if moment >= since)
 
     def offenders(self, since: float = 0.0, limit: int | None = None) -> list[Offender]:
         """Return addresses by number of bans since ``since`` (most first; ties: latest first)."""

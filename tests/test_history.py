@@ -181,6 +181,32 @@ def test_restored_bans_are_not_recorded_again(tmp_path):
     assert rows == [("2 failures",)]
 
 
+def test_count_sees_each_row_once_across_records_commits_and_failed_commits(tmp_path):
+    """Queued rows are indexed for ``count`` as it asks; a commit (done or failed) must neither
+    drop a row from the count nor count one twice."""
+    B = ipaddress.ip_address("2001:db8::7")
+    history = History(tmp_path / "h.sqlite")
+    history.record(Ban("amps", A, 60, 100.0))
+    assert history.count("amps", A, 0.0) == 1
+    history.record(Ban("amps", A, 60, 200.0))
+    history.record(Ban("web", A, 60, 200.0))
+    history.record(Ban("amps", B, 60, 200.0))
+    assert (history.count("amps", A, 0.0), history.count("amps", A, 150.0), history.count("web", A, 0.0)) == (2, 1, 1)
+    assert history.count("amps", B, 0.0) == 1
+    history.commit(300.0)
+    history.record(Ban("amps", A, 60, 300.0))
+    assert history.count("amps", A, 0.0) == 3  # two stored, one queued
+    history.db.execute("PRAGMA query_only = ON")  # the next commit fails: its rows go back to the queue
+    with pytest.raises(sqlite3.Error):
+        history.commit(400.0)
+    history.record(Ban("amps", A, 60, 400.0))
+    assert history.count("amps", A, 0.0) == 4
+    history.db.execute("PRAGMA query_only = OFF")
+    assert history.commit(500.0) == 2
+    assert (history.count("amps", A, 0.0), history.count("amps", B, 0.0)) == (4, 1)
+    history.close()
+
+
 def test_count_survives_a_database_error(tmp_path):
     history = History(tmp_path / "h.sqlite")
     history.record(Ban("amps", A, 60, 100.0))
