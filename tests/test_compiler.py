@@ -120,7 +120,8 @@ def _header_end(element, text):
 
 
 WORDS = ["<13>1", "<13>", "Dec", " 7", "16:55:49", "2017-12-07T16:55:49.939Z", "host", ":host", "[host", "h[o",
-         "amps[99]:", "amps:", ":", "-", "[26]", "[x=1]", "info:", "\t"]
+         "amps[99]:", "amps:", ":", "-", "[26]", "[x=1]", "info:", "\t", "10-Mar-2025", "08:00:00.004", "2017-12-07T",
+         "192.0.2.7", "[Sun", "a[b]:"]
 
 
 @pytest.mark.parametrize("first", WORDS)
