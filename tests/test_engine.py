@@ -118,3 +118,27 @@ def test_a_million_distinct_addresses_stay_bounded_and_cannot_hide_an_attacker()
         assert tracker.tracked() <= 200_000 if n % 100_000 == 0 else True
     assert tracker.tracked() <= 200_000
     assert [str(b.address) for b in bans] == ["203.0.113.66"]
+
+
+def test_expire_drops_ended_bans_behind_a_longer_one():
+    """Bans are swept oldest first and the sweep stops at the first that runs on; a longer
+    ban (a repeat offender's, a restored one) must not shield the ended ones behind it."""
+    tracker = Tracker({"j": Policy(maxretry=1, findtime=10, bantime=60)})
+    tracker.mark_banned("j", V6, until=1000)  # restored at start: far longer than bantime
+    tracker.record("j", A, 100)  # until 160
+    tracker.record("j", B, 130)  # until 190
+    assert tracker.expire(150) == 0
+    assert tracker.expire(170) == 1 and {str(a) for _, a, _ in tracker.bans()} == {str(V6), str(B)}
+    assert tracker.expire(200) == 1 and [str(a) for _, a, _ in tracker.bans()] == [str(V6)]
+    assert tracker.record("j", A, 201) is not None  # ended: banned again, until 261
+    assert tracker.expire(300) == 1 and [str(a) for _, a, _ in tracker.bans()] == [str(V6)]
+    assert tracker.expire(1001) == 1 and list(tracker.bans()) == []
+
+
+def test_an_ended_ban_is_never_taken_for_a_running_one_while_it_waits_for_the_sweep():
+    tracker = Tracker({"j": Policy(maxretry=1, findtime=10, bantime=60)})
+    tracker.mark_banned("j", V6, until=150)  # less than bantime left at 100: in order, it stops the sweep
+    tracker.record("j", A, 50)  # until 110, behind it
+    assert tracker.expire(120) == 0  # held up behind V6, at most one bantime
+    assert tracker.record("j", A, 121) is not None  # yet A's ban is over: a new failure bans again
+    assert tracker.expire(151) == 1
