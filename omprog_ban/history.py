@@ -104,9 +104,10 @@ class History:
         """Queue one row for ``ban``; nothing touches the disk until ``commit``."""
         self.queued.append((ban.time, ban.jail, _text(ban.address), ban.bantime, ban.failures, ban.reason))
 
-    def commit(self, now: float) -> int:
-        """Write the queued rows in one transaction, prune when due; return rows written."""
-        rows, self.queued = self.queued, []
+    def commit(self, now: float, limit: int | None = None) -> int:
+        """Write the queued rows (the oldest ``limit`` of them, all when None) in one transaction,
+        prune when due; return rows written."""
+        rows, self.queued = (self.queued, []) if limit is None else (self.queued[:limit], self.queued[limit:])
         self._waiting, self._indexed = {}, 0
         if rows:
             try:

@@ -216,8 +216,9 @@ def test_count_survives_a_database_error(tmp_path):
 
 def test_a_flood_holds_history_rows_until_bans_stop_coming(tmp_path):
     """Bans in the kernel come first: while more than HISTORY_BURST rows are queued and
-    more keep coming, upkeep leaves them queued (at most HISTORY_HOLD seconds); the first
-    upkeep after the flood, or close, writes them all."""
+    more keep coming, upkeep leaves them queued (at most HISTORY_HOLD seconds); after
+    the flood, upkeeps and ticks write them HISTORY_CHUNK at a time (never one long
+    pause), and close writes whatever is left."""
     from omprog_ban import runtime as runtime_module
     from omprog_ban.model import Ban
 
@@ -226,7 +227,7 @@ def test_a_flood_holds_history_rows_until_bans_stop_coming(tmp_path):
     runtime.start()
     reader = sqlite3.connect(tmp_path / "history.sqlite")
     stored = lambda: reader.execute("SELECT COUNT(*) FROM bans").fetchone()[0]  # noqa: E731
-    burst = runtime_module.HISTORY_BURST
+    burst, chunk = runtime_module.HISTORY_BURST, runtime_module.HISTORY_CHUNK
 
     def bans(count, start):
         for number in range(count):
@@ -239,13 +240,25 @@ def test_a_flood_holds_history_rows_until_bans_stop_coming(tmp_path):
     runtime.maintain(5004.0)
     assert stored() == 0  # still coming: held
     runtime.maintain(5006.0)
-    assert stored() == burst + 11  # no new ban since the last upkeep: written
+    assert stored() == chunk  # no new ban since: written, one chunk at a time
+    moment = 5006.0
+    while len(runtime.history.queued) >= runtime_module.HISTORY_TICK:
+        before = stored()
+        moment += 0.25
+        runtime.tick(moment)
+        assert stored() - before == min(chunk, burst + 11 - before)
+    runtime.maintain(moment + 2)
+    assert stored() == burst + 11 and runtime.history.queued == []
+    caught_up = moment + 2
     bans(burst + 1, 0x0C000000)
-    runtime.maintain(5008.0)
-    assert stored() == burst + 11
+    runtime.maintain(caught_up + 2)
+    assert stored() == burst + 11  # a new flood: held again
     bans(burst, 0x0D000000)
-    runtime.maintain(5006.0 + runtime_module.HISTORY_HOLD)  # held long enough: written though more come
-    assert stored() == 3 * burst + 12
-    bans(burst + 1, 0x0E000000)
+    runtime.maintain(caught_up + runtime_module.HISTORY_HOLD)  # held long enough: written though more come
+    assert stored() == burst + 11 + chunk
+    bans(10, 0x0E000000)
+    runtime.tick(caught_up + runtime_module.HISTORY_HOLD + 0.25)  # and drained by ticks while they come
+    assert stored() == burst + 11 + 2 * chunk
+    bans(burst + 1, 0x0F000000)
     runtime.close()  # close writes whatever is queued
-    assert stored() == 4 * burst + 13
+    assert stored() == 4 * burst + 23
