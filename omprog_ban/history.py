@@ -4,11 +4,12 @@
 address, bantime, reason and the failures that triggered it. It is a record,
 not a truth: who is banned right now is what the kernel's sets hold, and what
 a restart must re-apply is in the ledger. So writes are cheap rather than
-durable: ``record`` only queues a row in memory, and ``commit`` (from
-``Runtime.maintain`` every ~2 s, and at ``close``) writes the queue in one
-transaction; a flood of bans holds the rows back for up to 30 s, until the bans
-stop coming (``runtime.HISTORY_BURST``). A crash loses at most the rows queued
-since the last commit, never a ban. WAL mode lets ``report`` read while ``run`` writes.
+durable: ``record`` only queues a row in memory, and ``commit`` (from the
+runtime's ticks and upkeeps, a chunk at a time, and at ``close``) writes the
+oldest rows in one transaction; a flood of bans holds the rows back for up to
+30 s, until the bans stop coming (``runtime.HISTORY_BURST``). A crash loses at
+most the rows queued since the last commit, never a ban. WAL mode lets
+``report`` read while ``run`` writes.
 
 Rows older than ``retention`` are deleted by a prune that runs at start and
 then at most every ``prune_every`` seconds, so the file never grows without
