@@ -14,7 +14,8 @@ most the rows queued since the last commit, never a ban. WAL mode lets
 Rows older than ``retention`` are deleted by a prune that runs at start and
 then at most every ``prune_every`` seconds, so the file never grows without
 bound. An index on (jail, address, time) makes the repeat-offender question
-("how many bans did ADDRESS get in JAIL since T?") one index range count.
+("how many bans did ADDRESS get in JAIL since T?") one index range read; a batch
+of bans asks it for all its addresses in one query.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omprog_ban.model import Ban, text
 
 FILE = "history.sqlite"
 MAX_QUEUED = 100_000  # rows kept while commits fail (a full disk); the oldest go first
+EARLIER_CHUNK = 500  # addresses per query of ``earlier`` (SQLite's limit on parameters is far above)
 log = logging.getLogger("omprog-ban")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -128,24 +130,39 @@ class History:
             return self.db.execute("DELETE FROM bans WHERE time < ?", (now - self.retention,)).rowcount
 
     def count(self, jail: str, address: Any, since: float) -> int:
-        """Return how many bans ``address`` got in ``jail`` at or after ``since`` (queued rows too).
+        """Return how many bans ``address`` got in ``jail`` at or after ``since`` (queued rows too)."""
+        return self.earlier(jail, [(address, since)])[0]
+
+    def earlier(self, jail: str, asks: Sequence[tuple[Any, float]]) -> list[int]:
+        """Return, for each (address, since) of ``asks``, how many bans the address got in
+        ``jail`` at or after ``since``, queued rows too: one query per EARLIER_CHUNK addresses.
 
         On a database error only the queued rows are counted: a repeat offender
         may get a shorter ban, but the ban itself is never held up.
         """
-        text = _text(address)
-        try:
-            (stored,) = self.db.execute(
-                "SELECT COUNT(*) FROM bans WHERE jail = ? AND address = ? AND time >= ?", (jail, text, since)
-            ).fetchone()
-        except sqlite3.Error as error:
-            log.error("history: cannot count earlier bans of %s: %s", text, error)
-            stored = 0
+        texts = [_text(address) for address, _ in asks]
+        stored: dict[str, list[float]] = {}
+        if asks:
+            floor = min(since for _, since in asks)
+            unique = list(dict.fromkeys(texts))
+            try:
+                for start in range(0, len(unique), EARLIER_CHUNK):
+                    part = unique[start:start + EARLIER_CHUNK]
+                    rows = self.db.execute(
+                        f"SELECT address, time FROM bans WHERE jail = ? AND address IN ({','.join('?' * len(part))})"
+                        " AND time >= ?", (jail, *part, floor))
+                    for text, moment in rows:
+                        stored.setdefault(text, []).append(moment)
+            except sqlite3.Error as error:
+                log.error("history: cannot count earlier bans of %d address(es): %s", len(unique), error)
+                stored = {}
         waiting = self._waiting
         for moment, name, address, *_ in self.queued[self._indexed:]:
             waiting.setdefault((name, address), []).append(moment)
         self._indexed = len(self.queued)
-        return stored + sum(1 for moment in waiting.get((jail, text), ()) if moment >= since)
+        return [sum(1 for moment in stored.get(text, ()) if moment >= since)
+                + sum(1 for moment in waiting.get((jail, text), ()) if moment >= since)
+                for text, (_, since) in zip(texts, asks)]
 
     def offenders(self, since: float = 0.0, limit: int | None = None) -> list[Offender]:
         """Return addresses by number of bans since ``since`` (most first; ties: latest first)."""

@@ -54,8 +54,9 @@ class Pipeline:
     the line was received (live); a line without a stamp then takes the time of
     the failure before it (``last_time``, which the caller sets to start with),
     and a LogLine's ``received`` is not read. ``on_ban`` is told of every applied ban.
-    ``adjust`` may replace each Ban the engine decides before it is applied
-    (repeat offenders get a longer bantime); the engine is told the new end.
+    ``adjust`` takes the Bans the engine decides from a batch of lines and returns
+    them in order, each replaced or itself (repeat offenders get a longer
+    bantime), before they are applied; the engine is told the new end.
     """
 
     config: Config
@@ -63,7 +64,7 @@ class Pipeline:
     ledger: Ledger | None = None
     log_time: bool = False
     on_ban: Callable[[Ban], None] | None = None
-    adjust: Callable[[Ban], Ban] | None = None
+    adjust: Callable[[list[Ban]], list[Ban]] | None = None
     tracker: Tracker = field(init=False)
     pending: list[Ban] = field(default_factory=list)
     _counters: dict[str, Counters] = field(init=False)
@@ -164,6 +165,7 @@ class Pipeline:
         shields = self.shields
         record = self.tracker.record
         own_time = self.log_time
+        decided: list[tuple[int, Ban]] = []  # (line index, ban), finished after the loop
         count = 0
         try:
             for index, line in enumerate(lines):
@@ -214,17 +216,7 @@ class Pipeline:
                         ban = record(jail.name, address, moment, factor)
                         if ban is None or not self._allowed(ban):
                             continue
-                        if self.adjust is not None:
-                            adjusted = self.adjust(ban)
-                            if adjusted is not ban:  # a longer ban for a repeat offender
-                                ban = adjusted
-                                self.tracker.mark_banned(jail.name, address, ban.until)
-                        bans.append(ban)
-                        prefix = self.subnets.observe(ban)
-                        if prefix is not None:
-                            bans.append(prefix)
-                        if where is not None:
-                            where.extend([index] * (len(bans) - len(where)))
+                        decided.append((index, ban))
                     self.last_time = moment
                     if ledger is not None:
                         self.remember(line.key)
@@ -233,6 +225,23 @@ class Pipeline:
                     log.exception("could not process a message; passed over: %r", line.text[:200])
         finally:
             self.lines += count
+            if decided:
+                self._finish(decided, bans, where)
+
+    def _finish(self, decided: list[tuple[int, Ban]], bans: list[Ban], where: list[int] | None) -> None:
+        """Append the engine's bans to ``bans`` in order: each lengthened for a repeat offender
+        (``adjust``, asked once for the lot; the engine is told the new end), then the ban
+        of its prefix when it completes one (and each ban's line index to ``where``)."""
+        finished = self.adjust([ban for _, ban in decided]) if self.adjust is not None else [ban for _, ban in decided]
+        for (index, ban), final in zip(decided, finished):
+            if final is not ban:  # a longer ban for a repeat offender
+                self.tracker.mark_banned(final.jail, final.address, final.until)
+            bans.append(final)
+            prefix = self.subnets.observe(final)
+            if prefix is not None:
+                bans.append(prefix)
+            if where is not None:
+                where.extend([index] * (len(bans) - len(where)))
 
     def _allowed(self, ban: Ban) -> bool:
         """Ask the jail's circuit breaker; log loudly when it holds a ban back."""

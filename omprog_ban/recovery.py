@@ -49,7 +49,7 @@ def restore(pipeline: Pipeline, now: float) -> None:
         if record.kind == "F":
             ban = pipeline.tracker.record(record.jail, address, record.time)
             if ban is not None:
-                owed[where] = pipeline.adjust(ban) if pipeline.adjust is not None else ban
+                owed[where] = pipeline.adjust([ban])[0] if pipeline.adjust is not None else ban
         elif record.kind == "B":
             ban = Ban(record.jail, address, float(record.extra or 0), record.time)
             _mark(pipeline, record.jail, address, ban.until)

@@ -73,7 +73,7 @@ class Runtime:
         self.own_addresses = own_addresses
         self.timed = metrics.Timed(self.backend, self.latency)
         self.pipeline = Pipeline(config, self.timed, ledger, on_ban=self._banned,
-                                 adjust=Escalate(config.jails, self.history.count, config.history_retention),
+                                 adjust=Escalate(config.jails, self.history.earlier, config.history_retention),
                                  own_addresses=own_addresses())
         self._addresses_checked = clock()
         self.ledger = ledger

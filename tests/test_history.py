@@ -127,7 +127,7 @@ def test_pipeline_lengthens_repeat_offenders_and_tells_the_engine(tmp_path):
     cfg = config(tmp_path)
     history = History(tmp_path / "h.sqlite")
     backend = Backend()
-    pipeline = Pipeline(cfg, backend, on_ban=history.record, adjust=Escalate(cfg.jails, history.count, cfg.history_retention))
+    pipeline = Pipeline(cfg, backend, on_ban=history.record, adjust=Escalate(cfg.jails, history.earlier, cfg.history_retention))
     for moment in (0, 1, 100, 101, 180, 181, 300, 301):
         pipeline.handle(LogLine(LINE, float(moment)))
     # 180/181 fall inside the second, longer ban (101 + 120): they count for nothing
@@ -142,7 +142,7 @@ def test_jail_without_increment_keeps_its_bantime(tmp_path):
     cfg = config(tmp_path, increment=False)
     history = History(tmp_path / "h.sqlite")
     backend = Backend()
-    pipeline = Pipeline(cfg, backend, on_ban=history.record, adjust=Escalate(cfg.jails, history.count, cfg.history_retention))
+    pipeline = Pipeline(cfg, backend, on_ban=history.record, adjust=Escalate(cfg.jails, history.earlier, cfg.history_retention))
     for moment in (0, 1, 100, 101):
         pipeline.handle(LogLine(LINE, float(moment)))
     assert [b.bantime for b in backend.applied] == [60, 60]
@@ -205,6 +205,28 @@ def test_count_sees_each_row_once_across_records_commits_and_failed_commits(tmp_
     assert history.commit(500.0) == 2
     assert (history.count("amps", A, 0.0), history.count("amps", B, 0.0)) == (4, 1)
     history.close()
+
+
+def test_earlier_answers_a_batch_with_each_address_s_own_since(tmp_path, monkeypatch):
+    """A batch of bans asks once (a query per EARLIER_CHUNK addresses); each answer is that
+    address's stored and queued bans at or after its own ``since``, duplicates included."""
+    from omprog_ban import history as history_module
+
+    monkeypatch.setattr(history_module, "EARLIER_CHUNK", 3)  # several queries for the batch below
+    B = ipaddress.ip_address("2001:db8::7")
+    history = History(tmp_path / "h.sqlite")
+    for moment in (100.0, 200.0, 300.0):
+        history.record(Ban("amps", A, 60, moment))
+    history.record(Ban("web", A, 60, 300.0))
+    history.record(Ban("amps", B, 60, 150.0))
+    history.commit(400.0)
+    history.record(Ban("amps", A, 60, 400.0))  # queued
+    others = [(ipaddress.ip_address(f"198.51.100.{n}"), 0.0) for n in range(1, 8)]
+    asks = [(A, 0.0), (B, 0.0), *others, (A, 250.0), (B, 151.0), (A, 401.0)]
+    assert history.earlier("amps", asks) == [4, 1, *[0] * 7, 2, 0, 0]
+    assert history.earlier("web", [(A, 0.0)]) == [1] and history.earlier("amps", []) == []
+    history.db.close()  # a database error: the queued rows still count
+    assert history.earlier("amps", [(A, 0.0), (B, 0.0)]) == [1, 0]
 
 
 def test_count_survives_a_database_error(tmp_path):
