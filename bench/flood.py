@@ -9,8 +9,11 @@ shipped action sends them: after ``BEGIN TRANSACTION``, a message answered
 of 1,024 (``COMMIT TRANSACTION`` is answered OK once the batch is in the kernel
 or the spool); then one message at a time, as with ``useTransactions="off"``
 (the relay answers each OK from its inbox; the worker bans what it has read in
-one nft transaction). A child that answers OK instead of DEFER_COMMIT does not
-batch: only its second row is shown.
+one nft transaction); then in transactions again, to a jail with
+``bantime_increment`` (three of the default jails have it: each ban's length
+depends on the address's earlier bans in the history, asked once per batch). A
+child that answers OK instead of DEFER_COMMIT does not batch: its first and
+third rows are not shown.
 
 The clock runs from the first message written to the last reply, which follows
 the last kernel commit: the answer to one more message, without a uuid, sent
