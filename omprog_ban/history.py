@@ -87,9 +87,9 @@ class History:
         self.retention = retention
         self.prune_every = prune_every
         self.queued: list[tuple[float, str, str, float, int, str]] = []
-        # The queued rows' times by (jail, address), for ``count``: built as far as
-        # ``_indexed`` only when a count asks (a jail without bantime_increment never
-        # does). A scan of the queue per count made a flood of bans quadratic.
+        # The queued rows' times by (jail, address), for ``earlier``: built as far as
+        # ``_indexed`` only when it is asked (a jail without bantime_increment never
+        # asks). A scan of the queue per ban made a flood of bans quadratic.
         self._waiting: dict[tuple[str, str], list[float]] = {}
         self._indexed = 0
         self._next_prune = 0.0

@@ -10,9 +10,9 @@ which libnftables parses in half the time of the same elements in JSON
 (measured: 3.7 against 6.8 us an element). Nothing from a log line gets into
 that text as it came: every address is an ipaddress object before it gets here,
 written back by ``text`` (so libnftables never resolves a host name), and table
-and set names are identifiers the config checked. A name nft's scanner reads as
-a keyword (a set called ``counter``) is a syntax error in that form; then the
-context goes back to JSON for good.
+and set names are identifiers the config checked. A table named like a keyword
+of nft's syntax (``counter``; set names end in ``_v4``, ``_v6``, ...) is a syntax
+error in that form; then the backend goes back to JSON for good.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 from omprog_ban.config import Jail
 from omprog_ban.model import Ban, Network, text
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("omprog-ban")
 
 CHAIN = "input"
 BLOCKLIST = "blocklist"
@@ -143,7 +143,7 @@ class Nft:
                 return
             if "syntax error" not in (error or ""):
                 raise NftError((error or f"nft returned {rc}").strip())
-            log.warning("nft reads a table or set name as a keyword in its own syntax; bans go as JSON from now on: %s",
+            log.warning("nft reads the table's name as a keyword of its syntax; bans go as JSON from now on: %s",
                         error.strip().splitlines()[0])
             self._text = False
         by_set: dict[str, list[dict[str, Any]]] = {}

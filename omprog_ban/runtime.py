@@ -32,7 +32,8 @@ COMPACT_AT = 16 << 20  # bytes of ledger before it is rewritten
 LOGGED_BANS = 20  # ban lines logged one by one per upkeep interval
 # History rows wait while a flood goes on: more than HISTORY_BURST queued, more
 # than at the last commit or check, fewer than HISTORY_HELD (~50 MB of rows at
-# most), and the last commit under HISTORY_HOLD seconds ago. Bans in the kernel
+# most), and the queue caught up (HISTORY_BURST rows or fewer left by a commit)
+# under HISTORY_HOLD seconds ago. Bans in the kernel
 # come first: writing 100,000 rows takes the worker 0.35-1.5 s. Once bans stop
 # arriving, ticks and upkeeps write them HISTORY_CHUNK at a time (1,000 rows:
 # ~3 ms, measured beside 100,000 stored), about 4,000 rows a second; only at
