@@ -93,9 +93,13 @@ class Ledger:
 
     def compact(self, records: list[Record]) -> None:
         """Replace the file with ``records`` atomically (write, fsync, rename)."""
+        self.compact_bytes("".join(_line(record) for record in records).encode())
+
+    def compact_bytes(self, data: bytes) -> None:
+        """Replace the file with the raw record bytes ``data`` atomically (write, fsync, rename)."""
         fresh = self.path.with_name(self.path.name + ".new")
         with open(fresh, "wb") as handle:
-            handle.write("".join(_line(record) for record in records).encode())
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(fresh, self.path)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from omprog_ban.ledger import Record
-from omprog_ban.model import Ban
+from omprog_ban.ledger import ban_line, failure_line
+from omprog_ban.model import Ban, text
 
 if TYPE_CHECKING:
     from omprog_ban.pipeline import Pipeline
@@ -58,8 +58,8 @@ def restore(pipeline: Pipeline, now: float) -> None:
             pipeline.tracker.forget(record.jail, address)
             owed.pop(where, None)
     pipeline.last_key = last_key
-    for (jail, text), ban in owed.items():
-        if ban.until > now and (jail, text) not in in_kernel:
+    for (jail, written), ban in owed.items():
+        if ban.until > now and (jail, written) not in in_kernel:
             pipeline.pending.append(Ban(jail, ban.address, ban.until - now, now, ban.failures, "restored"))
     compact(pipeline, now)
 
@@ -77,16 +77,19 @@ def compact(pipeline: Pipeline, now: float) -> None:
         return
     pipeline.tracker.expire(now)
     pipeline.subnets.expire(now)
-    records = [Record("B", now, ban.jail, str(ban.address), f"{ban.bantime:g}") for ban in active(pipeline, now)]
+    # Record lines written as the hot path writes them (``ban_line``, ``failure_line``,
+    # ``text``): with 100,000 bans running, Record objects and ``str`` took 1.5 s.
+    lines = [ban_line(now, ban.jail, text(ban.address), ban.bantime) for ban in active(pipeline, now)]
     for jail, address, times in pipeline.tracker.windows():
-        records.extend(Record("F", moment, jail, str(address), "") for moment in times)
+        written = text(address)
+        lines.extend(failure_line(moment, jail, written, "") for moment in times)
     # The delivery keys of recent messages: whatever rsyslog may resend (one message,
     # or a whole uncommitted batch) is still recognised after the next crash too.
     keys = [key for key in pipeline.seen if key != pipeline.last_key]
     if pipeline.last_key:
         keys.append(pipeline.last_key)  # last: restore takes the last key read as last_key
-    records.extend(Record("F", now, "-", "-", key) for key in keys)
-    pipeline.ledger.compact(records)
+    lines.extend(failure_line(now, "-", "-", key) for key in keys)
+    pipeline.ledger.compact_bytes("".join(lines).encode())
 
 
 def target(text: str):

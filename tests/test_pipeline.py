@@ -112,6 +112,33 @@ def test_compaction_keeps_windows_and_bans(tmp_path):
     assert ipaddress.ip_address("192.0.2.4") in [b.address for b in backend.applied]
 
 
+def test_compaction_writes_back_exactly_the_state_it_holds(tmp_path):
+    """Compaction writes its lines as the hot path does (no Record objects): what a restart
+    reads back is the same bans, prefix bans, windows and delivery keys, IPv6 included."""
+    ledger = Ledger(tmp_path / "ledger")
+    pipeline = Pipeline(config.load(None), FlakyBackend(0), ledger)
+    for address, count in (("192.0.2.4", 15), ("192.0.2.5", 20), ("2001:db8::5", 20), ("2001:db8:0:1::9", 3)):
+        for port in range(count):
+            pipeline.handle(line(address, port, f"{address}-{port}"))
+    pipeline.subnets.mark("amps", ipaddress.ip_network("198.51.100.0/24"), 5000.0)
+    pipeline.flush()
+
+    def state(of: Pipeline):
+        return (sorted((jail, str(address), until) for jail, address, until in of.tracker.bans()),
+                sorted((jail, str(network), until) for jail, network, until in of.subnets.bans()),
+                sorted((jail, str(address), [round(t, 6) for t in times]) for jail, address, times in of.tracker.windows()))
+
+    before = state(pipeline)
+    pipeline.compact(now=1001)
+    again = Pipeline(config.load(None), FlakyBackend(0), Ledger(tmp_path / "ledger"))
+    again.restore(now=1001)
+    bans, prefixes, windows = state(again)
+    assert [(jail, address) for jail, address, _ in bans] == [(jail, address) for jail, address, _ in before[0]]
+    assert [address for _, address, _ in bans] == ["192.0.2.5", "2001:db8::5"]
+    assert prefixes == before[1] and windows == before[2]
+    assert {f"2001:db8::5-{port}" for port in range(20)} <= set(again.seen)
+
+
 class OneFullSet(FlakyBackend):
     """A backend whose set for jail ``full`` refuses everything, like a set that is full."""
 
