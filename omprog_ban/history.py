@@ -111,17 +111,32 @@ class History:
         """Write the queued rows (the oldest ``limit`` of them, all when None) in one transaction,
         prune when due; return rows written."""
         rows, self.queued = (self.queued, []) if limit is None else (self.queued[:limit], self.queued[limit:])
-        self._waiting, self._indexed = {}, 0
+        self._unindex(rows)
         if rows:
             try:
                 with self.db:
                     self.db.executemany("INSERT INTO bans VALUES (?, ?, ?, ?, ?, ?)", rows)
             except sqlite3.Error:
                 self.queued = (rows + self.queued)[-MAX_QUEUED:]  # for the next try (busy, disk full)
+                self._waiting, self._indexed = {}, 0  # rebuilt as asked: the queue's order changed
                 raise
         if now >= self._next_prune:
             self.prune(now)
         return len(rows)
+
+    def _unindex(self, rows: list[tuple]) -> None:
+        """Take the oldest queued ``rows``, leaving the queue, out of ``_waiting``: a chunk of
+        1,000 rows costs that many deletions, not a new index of all the rows still queued."""
+        if not self.queued:
+            self._waiting, self._indexed = {}, 0
+            return
+        waiting = self._waiting
+        for moment, name, address, *_ in rows[:self._indexed]:  # each key's times are oldest first
+            times = waiting[(name, address)]
+            del times[0]
+            if not times:
+                del waiting[(name, address)]
+        self._indexed = max(0, self._indexed - len(rows))
 
     def prune(self, now: float) -> int:
         """Delete rows older than the retention; return how many went."""

@@ -284,3 +284,21 @@ def test_a_flood_holds_history_rows_until_bans_stop_coming(tmp_path):
     bans(burst + 1, 0x0F000000)
     runtime.close()  # close writes whatever is queued
     assert stored() == 4 * burst + 23
+
+
+def test_count_stays_exact_across_chunked_commits(tmp_path):
+    """Committing the oldest rows a chunk at a time takes just those rows out of the queue's
+    index: each count still sees every row once, stored or queued."""
+    history = History(tmp_path / "h.sqlite")
+    B = ipaddress.ip_address("2001:db8::7")
+    for moment in range(10):
+        history.record(Ban("amps", A if moment % 3 else B, 60, float(moment)))
+    assert (history.count("amps", A, 0.0), history.count("amps", B, 0.0)) == (6, 4)
+    for step in range(4):
+        assert history.commit(100.0, limit=3) == (3 if step < 3 else 1)
+        assert (history.count("amps", A, 0.0), history.count("amps", B, 0.0), history.count("amps", A, 5.0)) == (6 + step, 4, 3 + step)
+        history.record(Ban("amps", A, 60, 20.0 + step))
+        assert history.count("amps", A, 0.0) == 7 + step
+        history.commit(100.0, limit=1)  # the oldest queued row
+        assert history.count("amps", A, 0.0) == 7 + step
+    history.close()
