@@ -90,6 +90,7 @@ from omprog_ban.inbox import LONGEST, Inbox
 log = logging.getLogger("omprog-ban")
 
 BEGIN, COMMIT = b"BEGIN TRANSACTION", b"COMMIT TRANSACTION"
+DEFERRED = b"DEFER_COMMIT\n"
 GONE = b"omprog-ban: the worker is gone, the batch was not committed\n"  # an error answer: rsyslog resends
 PIPE_SIZE = 1 << 20  # the hand-over pipe's capacity (F_SETPIPE_SZ); the default is 64 KiB
 _F_SETPIPE_SZ = 1031
@@ -286,21 +287,46 @@ class Relay:
         in_batch = False
         head = b""  # the first bytes of a long line being read (enough to tell a mark)
         tail = b""  # a line not read to its end yet (up to LONGEST bytes): not answered, so it may wait here
+        read, write, stdin_fd, stdout_fd = os.read, os.write, self.stdin_fd, self.stdout_fd
         while True:
             if not in_batch and not head:
                 if not self.fast and self.allowed and not self.batches and self.inbox is not None:
                     self.go_fast()
                 self.wait_idle()
-            chunk = os.read(self.stdin_fd, 1 << 16)
+            chunk = read(stdin_fd, 1 << 16)
             if not chunk:
                 self.held += tail
                 break
             if tail:  # a line cut by the read before: whole now, or longer
                 chunk, tail = tail + chunk, b""
-            elif self.fast and not head and chunk.find(b"\n") == len(chunk) - 1 and self.take(chunk, 0, len(chunk)):
-                self.hand_over()  # one whole line, as rsyslog writes them: in the inbox, handed over, answered
-                self.stdout(b"OK\n")
-                continue
+            elif not head and (size := len(chunk)) != 18 and size != 19 and chunk.find(b"\n") == size - 1:
+                # The usual case, kept short (it runs on rsyslog's CPU, once a message): one whole
+                # line, as rsyslog writes them, and not a mark (BEGIN and COMMIT are 18 and 19 bytes).
+                if in_batch:  # handed over, then deferred (a worker gone meanwhile fails the commit)
+                    if self.held or self.gone:
+                        self.held += chunk
+                        try:
+                            self.hand_over()
+                        except WorkerGone:
+                            pass
+                    else:
+                        self.give(chunk, True)
+                    if (written := write(stdout_fd, DEFERRED)) != len(DEFERRED):  # whole, on a pipe
+                        self.stdout(DEFERRED[written:])
+                    continue
+                if self.fast and self.allowed and size <= LONGEST and _keyed(chunk, 0, size - 1):
+                    box = self.inbox  # in the inbox, handed over, answered
+                    if not box.fits(size):
+                        self._rotate()  # its marker goes after the last segment's lines, before this one
+                    box.keep(chunk, 1)
+                    if self.held:
+                        self.held += chunk
+                        self.hand_over()
+                    else:
+                        self.give(chunk, False)
+                    if (written := write(stdout_fd, b"OK\n")) != 3:
+                        self.stdout(b"OK\n"[written:])
+                    continue
             replies = []
             start = 0
             while (end := chunk.find(b"\n", start)) >= 0:
@@ -326,7 +352,7 @@ class Relay:
                         raise
                     continue
                 elif in_batch:
-                    replies.append(b"DEFER_COMMIT\n")
+                    replies.append(DEFERRED)
                 elif self.fast and whole and self.take(chunk, begin, start):
                     replies.append(b"OK\n")
                     continue
@@ -371,8 +397,8 @@ class Relay:
     def wait_idle(self) -> None:
         """Between batches: return when rsyslog writes; raise WorkerGoneIdle if the worker ends first."""
         while True:
-            ready = {fd for fd, _ in self._idle.poll()}
-            if self.stdin_fd in ready:
+            ready = self._idle.poll()
+            if ready[0][0] == self.stdin_fd or (len(ready) > 1 and ready[1][0] == self.stdin_fd):
                 return
             self._read_worker(WorkerGoneIdle)  # nothing is owed an answer here but notes; kept in order all the same
             self._notes()
@@ -383,6 +409,26 @@ class Relay:
             raise WorkerGone()
         self.hand_over()
         return self.answer()
+
+    def give(self, line: bytes, in_batch: bool) -> None:
+        """Write ``line`` to the worker, nothing being held (``hand_over`` without the copy into ``held``).
+
+        A worker gone inside a batch is noted (its commit fails); outside one it raises WorkerGone.
+        """
+        try:
+            written = os.write(self.to_worker, line)
+        except BrokenPipeError:
+            self.gone = True
+            if in_batch:
+                return
+            raise WorkerGone() from None
+        if written != len(line):  # a signal cut a blocking write short
+            self.held += line[written:]
+            try:
+                self.hand_over()
+            except WorkerGone:
+                if not in_batch:
+                    raise
 
     def hand_over(self) -> None:
         """Write the held lines to the worker (or drop them once it is gone)."""
