@@ -81,9 +81,15 @@ class Inbox:
         """Whether a segment is open for writing (``open`` was called)."""
         return self._map is not None
 
-    def fits(self, size: int) -> bool:
-        """Whether ``size`` more bytes fit in the segment being written, within its SEGMENT lines."""
-        return self.lines < SEGMENT and self.size + size <= CAPACITY
+    def add(self, line: bytes) -> bool:
+        """Copy one whole line (with its newline) if it fits the segment being written; return whether it did."""
+        end = self.size + len(line)
+        if self.lines >= SEGMENT or end > CAPACITY:
+            return False
+        self._map[self.size:end] = line
+        self.size = end
+        self.lines += 1
+        return True
 
     def keep(self, data: bytes, lines: int) -> None:
         """Copy ``lines`` whole lines (``data``, each with its newline, fitting); they outlive this process."""

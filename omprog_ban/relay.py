@@ -287,12 +287,14 @@ class Relay:
         in_batch = False
         head = b""  # the first bytes of a long line being read (enough to tell a mark)
         tail = b""  # a line not read to its end yet (up to LONGEST bytes): not answered, so it may wait here
-        read, write, stdin_fd, stdout_fd = os.read, os.write, self.stdin_fd, self.stdout_fd
+        read, write, stdin_fd, stdout_fd, idle = os.read, os.write, self.stdin_fd, self.stdout_fd, self._idle.poll
         while True:
             if not in_batch and not head:
                 if not self.fast and self.allowed and not self.batches and self.inbox is not None:
                     self.go_fast()
-                self.wait_idle()
+                ready = idle()  # rsyslog's next line, usually; else the worker's note or end first
+                if ready[0][0] != stdin_fd and (len(ready) == 1 or ready[1][0] != stdin_fd):
+                    self.wait_idle()
             chunk = read(stdin_fd, 1 << 16)
             if not chunk:
                 self.held += tail
@@ -315,10 +317,9 @@ class Relay:
                         self.stdout(DEFERRED[written:])
                     continue
                 if self.fast and self.allowed and size <= LONGEST and _keyed(chunk, 0, size - 1):
-                    box = self.inbox  # in the inbox, handed over, answered
-                    if not box.fits(size):
+                    if not self.inbox.add(chunk):  # in the inbox, handed over, answered
                         self._rotate()  # its marker goes after the last segment's lines, before this one
-                    box.keep(chunk, 1)
+                        self.inbox.add(chunk)
                     if self.held:
                         self.held += chunk
                         self.hand_over()
@@ -387,10 +388,10 @@ class Relay:
         size = end - begin
         if not (self.allowed and size <= LONGEST and _keyed(chunk, begin, end - 1)):
             return False
-        if not self.inbox.fits(size):
-            self._rotate()  # its marker goes after the last segment's lines, before this one
         line = chunk[begin:end] if size != len(chunk) else chunk
-        self.inbox.keep(line, 1)
+        if not self.inbox.add(line):
+            self._rotate()  # its marker goes after the last segment's lines, before this one
+            self.inbox.add(line)
         self.held += line
         return True
 

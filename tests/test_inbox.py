@@ -22,10 +22,11 @@ def test_lines_kept_are_pending_until_dropped_and_a_torn_last_line_is_not(tmp_pa
 def test_a_segment_is_full_at_segment_lines_or_capacity_and_numbers_go_on_after_what_is_on_disk(tmp_path):
     inbox = Inbox(tmp_path)
     inbox.open()
-    assert inbox.number == 0 and inbox.fits(CAPACITY) and not inbox.fits(CAPACITY + 1)
-    inbox.keep(b"x\n" * SEGMENT, SEGMENT)
-    assert not inbox.fits(2)
-    assert inbox.rotate() == 0 and inbox.number == 1 and inbox.fits(2)
+    assert inbox.number == 0 and not inbox.add(b"x" * CAPACITY + b"\n")  # a byte over
+    assert all(inbox.add(b"x\n") for _ in range(SEGMENT))
+    assert not inbox.add(b"x\n")  # SEGMENT lines
+    assert inbox.rotate() == 0 and inbox.number == 1 and inbox.add(b"x" * (CAPACITY - 1) + b"\n")  # CAPACITY bytes
+    assert not inbox.add(b"\n")
     inbox.close()
     again = Inbox(tmp_path)  # a relay started after a crash: never writes over a segment left behind
     again.open()
