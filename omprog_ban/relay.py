@@ -103,16 +103,17 @@ SPIN = 200e-6
 FAST, CAREFUL, OWED = b" F\n", b" C\n", b" OWED\n"  # after the token: the relay's markers, the worker's note
 
 
-def _keyed(chunk: bytes, begin: int, end: int) -> bool:
-    """Whether the line ``chunk[begin:end]`` is a JSON object with a non-empty string uuid (the shipped template).
+def keyed(chunk: bytes, begin: int, end: int) -> bool:
+    """Whether the line ``chunk[begin:end]`` (no newline) is a JSON object with a non-empty string uuid
+    (the shipped template), as far as a look without parsing tells.
 
     Inside a JSON string every quote is escaped, so ``"uuid":`` with a bare
-    quote before the colon is a key. The worker reads the line with a JSON
-    parser and warns about one it finds no uuid in (a custom template that
-    nests one).
+    quote before the colon is a key; a line cut short does not end with the
+    object's ``}``. The worker reads the line with a JSON parser and warns
+    about one it finds no uuid in (a custom template that nests one).
     """
     at = chunk.find(b'"uuid":', begin, end)
-    if at < 0 or chunk[begin] != 0x7B:
+    if at < 0 or chunk[begin] != 0x7B or chunk[end - 1] != 0x7D:
         return False
     at += 7
     while chunk[at] == 0x20:
@@ -316,7 +317,7 @@ class Relay:
                     if (written := write(stdout_fd, DEFERRED)) != len(DEFERRED):  # whole, on a pipe
                         self.stdout(DEFERRED[written:])
                     continue
-                if self.fast and self.allowed and size <= LONGEST and _keyed(chunk, 0, size - 1):
+                if self.fast and self.allowed and size <= LONGEST and keyed(chunk, 0, size - 1):
                     if not self.inbox.add(chunk):  # in the inbox, handed over, answered
                         self._rotate()  # its marker goes after the last segment's lines, before this one
                         self.inbox.add(chunk)
@@ -386,7 +387,7 @@ class Relay:
         """Fast mode: put the line ``chunk[begin:end]`` in the inbox and hold it for the worker, or return
         False when the inbox does not take it (no ban owed, a uuid, at most LONGEST bytes)."""
         size = end - begin
-        if not (self.allowed and size <= LONGEST and _keyed(chunk, begin, end - 1)):
+        if not (self.allowed and size <= LONGEST and keyed(chunk, begin, end - 1)):
             return False
         line = chunk[begin:end] if size != len(chunk) else chunk
         if not self.inbox.add(line):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omprog_ban import ledger
 from omprog_ban.inbox import Inbox
-from omprog_ban.relay import worker_cpus
+from omprog_ban.relay import keyed, worker_cpus
 from omprog_ban.spool import Spool
 from tests.lab import amps_line, wait_for
 
@@ -355,3 +355,16 @@ def test_bans_the_kernel_refused_make_the_relay_wait_for_the_workers_answer_agai
     os.close(fake.rsyslog_in)
     fake.thread.join(5)
     assert fake.error is None and not fake.thread.is_alive()
+
+
+def test_only_a_whole_json_object_with_a_uuid_key_goes_to_the_inbox():
+    def taken(line: bytes) -> bool:
+        line += b"\n"
+        return keyed(line, 0, len(line) - 1)
+
+    assert taken(b'{"msg":"a", "uuid":"E95D6B03", "programname":"amps"}')  # the shipped template
+    assert taken(b'{"msg":"a", "uuid": "u1"}')
+    assert not taken(b'{"msg":"a", "uuid":"E95D6B03", "programname":"am')  # cut short: the worker finds no key
+    assert not taken(b'{"msg":"a", "uuid":""}')  # an empty uuid
+    assert not taken(b'{"msg":"a \\"uuid\\":\\"u1\\""}')  # a uuid inside the message is no key
+    assert not taken(b'<13>Dec  7 host amps: "uuid":"u1"}')  # not JSON
