@@ -87,3 +87,27 @@ def test_each_grammar_reads_its_stamps_as_event_seconds_does():
                 if fields is not None:
                     for now in (None, local(2026, 3, 1)):
                         assert module._event_seconds(fields, now) == tokens.event_seconds(fields, now), (name, sample.text)
+
+
+NAMED = [  # in order: each row after the one before it, as a flood's lines come
+    ("10-Mar-2025 08:00:00.004", local(2025, 3, 10, 8) + 0.004),
+    ("10-Mar-2025 08:00:00.5", local(2025, 3, 10, 8) + 0.5),  # the same second: told by its head
+    ("10-Mar-2025 08:00:01.250", local(2025, 3, 10, 8, 0, 1) + 0.25),
+    ("10-Mar-2025 08:00:00.004", local(2025, 3, 10, 8) + 0.004),  # back a second
+    ("10-Mar-2025 08:00:00", local(2025, 3, 10, 8)),
+    ("10-Mar-2025 08:00:00.", local(2025, 3, 10, 8)),  # a dot without digits: the whole second
+    ("10-Mar-2025 08:00:00.\u0663", local(2025, 3, 10, 8) + 0.3),  # a digit ``\d`` takes, not an ASCII one
+    ("31-Feb-2025 08:00:00.004", None),  # no such day
+    ("31-Feb-2025 08:00:00.005", None),  # ... in the same second either
+    ("10-Mar-2025 08:00:00.5", local(2025, 3, 10, 8) + 0.5),
+]
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_named_stamps_are_the_instant_they_name_in_and_out_of_the_last_second(warm):
+    convert = tokens._fractional(tokens.named_seconds.__wrapped__)  # its own memo and last second
+    for stamp, expected in NAMED:
+        if not warm:
+            convert = tokens._fractional(tokens.named_seconds.__wrapped__)
+        assert convert(stamp) == (None if expected is None else pytest.approx(expected, abs=1e-6)), stamp
+        assert tokens.named_seconds(stamp) == convert(stamp)  # the module's, warm with every test before

