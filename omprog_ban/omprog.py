@@ -32,10 +32,7 @@ log = logging.getLogger("omprog-ban")
 # Relayed, the next line comes from the relay on another CPU: waking a sleeping
 # process there costs more than polling a little first (see omprog_ban.relay).
 # The relay's turn (answer rsyslog, read its next line, hand it over) takes
-# some tens of microseconds. Only while the relay waits for each answer (careful,
-# outside a transaction): in a transaction or from the inbox the relay answers
-# by itself, and a worker polling beside it slowed rsyslog down (the shipped
-# action through rsyslog: 0.65-0.92x of the OK-only child with it, 0.80-0.96x without).
+# some tens of microseconds.
 SPIN = 50e-6
 
 
@@ -96,7 +93,7 @@ def serve(
     ``tick(now)`` runs between messages every TICK seconds (outside a
     transaction): light upkeep that should not wait for ``maintain``.
     """
-    reader = LineReader(stdin_fd)
+    reader = LineReader(stdin_fd, SPIN if relayed else 0.0)
     _write(stdout_fd, b"OK\n")
     if owed:
         _note_owed(token, stdout_fd)
@@ -104,7 +101,6 @@ def serve(
     skipping = in_batch = fast = warned = False  # owed (above): the last flush was refused, its bans wait
     flush_at = None  # fast mode: when the bans counted since the last flush go to the kernel
     while True:
-        reader.spin = SPIN if relayed and not fast and not in_batch else 0.0
         wait = next_maintenance - clock() if flush_at is None else min(next_maintenance, flush_at) - clock()
         raw = reader.readline(max(0.0, wait))
         now = clock()
