@@ -41,9 +41,8 @@ transactions banned bystanders when such a ``COMMIT`` reached a worker in
 fast mode).
 
 So an ``OK`` means what it means without the relay, and the worker's per-message
-work runs beside rsyslog instead of inside its round trip. Where one side waits
-for the other's answer, it polls a little before it sleeps (``SPIN``; the
-worker only while the relay waits for each message's answer): a wake-up across
+work runs beside rsyslog instead of inside its round trip. Each side polls for
+the other's next line a little before it sleeps (``SPIN``): a wake-up across
 CPUs is the dearest part of a round trip on small VMs. The relay keeps the
 CPU affinity it inherited (next to rsyslogd, where a round trip is cheapest);
 the worker drops it: it runs on the CPUs rsyslogd was not pinned to (any CPU
