@@ -306,26 +306,12 @@ class Relay:
                 # The usual case, kept short (it runs on rsyslog's CPU, once a message): one whole
                 # line, as rsyslog writes them, and not a mark (BEGIN and COMMIT are 18 and 19 bytes).
                 if in_batch:  # handed over, then deferred (a worker gone meanwhile fails the commit)
-                    if self.held or self.gone:
-                        self.held += chunk
-                        try:
-                            self.hand_over()
-                        except WorkerGone:
-                            pass
-                    else:
-                        self.give(chunk, True)
+                    self.give(chunk, True)
                     if (written := write(stdout_fd, DEFERRED)) != len(DEFERRED):  # whole, on a pipe
                         self.stdout(DEFERRED[written:])
                     continue
-                if self.fast and self.allowed and size <= LONGEST and keyed(chunk, 0, size - 1):
-                    if not self.inbox.add(chunk):  # in the inbox, handed over, answered
-                        self._rotate()  # its marker goes after the last segment's lines, before this one
-                        self.inbox.add(chunk)
-                    if self.held:
-                        self.held += chunk
-                        self.hand_over()
-                    else:
-                        self.give(chunk, False)
+                if self.fast and self.take(chunk, 0, size):  # in the inbox, handed over, answered
+                    self.give(chunk, False)
                     if (written := write(stdout_fd, b"OK\n")) != 3:
                         self.stdout(b"OK\n"[written:])
                     continue
@@ -357,7 +343,6 @@ class Relay:
                     replies.append(DEFERRED)
                 elif self.fast and whole and self.take(chunk, begin, start):
                     replies.append(b"OK\n")
-                    continue
                 else:
                     if self.fast:  # a message the inbox does not take: careful from here on
                         self.careful()
@@ -384,16 +369,14 @@ class Relay:
         self.hand_over()
 
     def take(self, chunk: bytes, begin: int, end: int) -> bool:
-        """Fast mode: put the line ``chunk[begin:end]`` in the inbox and hold it for the worker, or return
-        False when the inbox does not take it (no ban owed, a uuid, at most LONGEST bytes)."""
+        """Fast mode: put the line ``chunk[begin:end]`` in the inbox (the caller hands it over next),
+        or return False when the inbox does not take it (no ban owed, a uuid, at most LONGEST bytes)."""
         size = end - begin
         if not (self.allowed and size <= LONGEST and keyed(chunk, begin, end - 1)):
             return False
-        line = chunk[begin:end] if size != len(chunk) else chunk
-        if not self.inbox.add(line):
+        if not self.inbox.add(chunk[begin:end] if size != len(chunk) else chunk):
             self._rotate()  # its marker goes after the last segment's lines, before this one
-            self.inbox.add(line)
-        self.held += line
+            self.inbox.add(chunk[begin:end])
         return True
 
     def wait_idle(self) -> None:
@@ -413,10 +396,18 @@ class Relay:
         return self.answer()
 
     def give(self, line: bytes, in_batch: bool) -> None:
-        """Write ``line`` to the worker, nothing being held (``hand_over`` without the copy into ``held``).
+        """Hand ``line`` over after what is held (with nothing held: one write, no copy into ``held``).
 
         A worker gone inside a batch is noted (its commit fails); outside one it raises WorkerGone.
         """
+        if self.held or self.gone:
+            self.held += line
+            try:
+                self.hand_over()
+            except WorkerGone:
+                if not in_batch:
+                    raise
+            return
         try:
             written = os.write(self.to_worker, line)
         except BrokenPipeError:
