@@ -91,10 +91,6 @@ class Ledger:
             if record is not None:
                 yield record
 
-    def compact(self, records: list[Record]) -> None:
-        """Replace the file with ``records`` atomically (write, fsync, rename)."""
-        self.compact_bytes("".join(_line(record) for record in records).encode())
-
     def compact_bytes(self, data: bytes) -> None:
         """Replace the file with the raw record bytes ``data`` atomically (write, fsync, rename)."""
         fresh = self.path.with_name(self.path.name + ".new")
