@@ -5,6 +5,11 @@ When nft refuses, each jail's bans are tried on their own, so one full set does
 not hold back the other jails, and of each jail as many as the kernel takes;
 whatever is still refused stays pending, to go first next time. Each applied
 ban is written to the ledger (a B record), counted and told to ``on_ban``.
+
+When the table is gone (a flushed ruleset: a firewall reload does that), the
+pipeline's ``repair`` puts it back with every running ban queued, and the
+flush is tried once more at once: the batch at hand succeeds, instead of an
+error for rsyslog and a resend after the next upkeep.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ if TYPE_CHECKING:
 CHUNK = 8192  # elements per nft transaction: larger batches can overrun netlink's buffer (ENOBUFS)
 
 
-def flush(pipeline: Pipeline) -> None:
+def flush(pipeline: Pipeline, repaired: bool = False) -> None:
     """Apply ``pipeline.pending``; raise NftError and keep what the kernel refused pending."""
     if not pipeline.pending:
         return
@@ -32,6 +37,9 @@ def flush(pipeline: Pipeline) -> None:
             _applied(pipeline, bans[start:start + CHUNK])
         return
     except NftError as error:
+        if not repaired and pipeline.repair is not None and pipeline.repair(bans[start:]):
+            flush(pipeline, repaired=True)  # the table is back, every running ban queued
+            return
         refused: list[Ban] = []
         by_jail: dict[str, list[Ban]] = {}
         for ban in bans[start:]:

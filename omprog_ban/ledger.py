@@ -19,6 +19,9 @@ Records, one per line, tab-separated::
     F  time  jail  address  key      a counted failure (key: the delivery it came with)
     B  time  jail  address  bantime  a ban the kernel accepted
     U  time  jail  address           an admin's unban
+    C  time  -     -                 the messages counted since the last C or P were confirmed
+    P  time  -     -                 ... were refused: their keys stay pinned (omprog_ban.deliveries)
+    R  time  -     -        key      a pinned key whose resend was confirmed
 """
 
 from __future__ import annotations
@@ -147,6 +150,12 @@ def ban_line(moment: float, jail: str, address: str, bantime: float) -> str:
     return f"B\t{_STAMP[1]}\t{jail}\t{address}\t{bantime:g}\n"
 
 
+def mark_line(moment: float, kind: str, key: str = "") -> str:
+    """Return the text of a delivery record: a C or P marker, or an R record with its key."""
+    return f"{kind}\t{moment:.6f}\t-\t-\t{key}\n" if key else f"{kind}\t{moment:.6f}\t-\t-\n"
+
+
+KINDS = ("F", "B", "U", "C", "P", "R")
 _STAMP: list = [None, ""]  # the last moment written, and its text: formatting a float is dear
 
 
@@ -161,7 +170,7 @@ def _parse(raw: bytes) -> Record | None:
     if not raw.endswith(b"\n"):
         return None
     parts = raw.decode("utf-8", "replace").rstrip("\n").split("\t")
-    if len(parts) < 4 or parts[0] not in ("F", "B", "U"):
+    if len(parts) < 4 or parts[0] not in KINDS:
         return None
     try:
         moment = float(parts[1])

@@ -24,7 +24,7 @@ from omprog_ban.framing import MAX_LINE, LineReader, frame
 from omprog_ban.inbox import Inbox
 from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
-from omprog_ban.pipeline import SEEN
+from omprog_ban.deliveries import RECENT
 from omprog_ban.relay import CAREFUL, FAST, OWED
 from omprog_ban.spool import Spool
 
@@ -51,6 +51,8 @@ def serve(
     inbox: Inbox | None = None,
     owed: bool = False,
     tick: Callable[[float], None] | None = None,
+    settle: Callable[[bool], None] = lambda confirmed: None,
+    fresh: bool = False,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
@@ -92,6 +94,20 @@ def serve(
 
     ``tick(now)`` runs between messages every TICK seconds (outside a
     transaction): light upkeep that should not wait for ``maintain``.
+
+    ``settle(confirmed)`` is told, once the reply for what was counted since
+    the last call is written, whether it was ``OK`` (or the relay's): a message
+    or a commit answered with an error may come back from rsyslog however late,
+    and must still be recognised (see :mod:`omprog_ban.deliveries`).
+
+    ``fresh``: rsyslog started this process (the relay's restart in place is
+    not fresh). Its first transaction is settled as refused even when answered
+    ``OK``: when rsyslog could not send ``BEGIN TRANSACTION`` to the child
+    before (it had died), the messages it meant it for go in this transaction
+    *and* back to the end of rsyslog's queue (rsyslog 8.2302, action.c
+    ``processBatchMain``: their state stays "ready"; queue.c
+    ``DeleteProcessedBatch`` puts such messages back), so they come again
+    up to a queue's depth later.
     """
     reader = LineReader(stdin_fd, SPIN if relayed else 0.0)
     _write(stdout_fd, b"OK\n")
@@ -99,6 +115,7 @@ def serve(
         _note_owed(token, stdout_fd)
     next_maintenance = next_tick = clock() + interval
     skipping = in_batch = fast = warned = False  # owed (above): the last flush was refused, its bans wait
+    first = fresh  # the first transaction is still to come
     flush_at = None  # fast mode: when the bans counted since the last flush go to the kernel
     while True:
         wait = next_maintenance - clock() if flush_at is None else min(next_maintenance, flush_at) - clock()
@@ -131,6 +148,7 @@ def serve(
         if fast:
             group = [frame(line, now) for line in (raw, *reader.read_plain(MARKS, token, FAST_BLOCK - 1))]
             _reply(handle_many, group, defer=True)
+            settle(True)  # the relay answered them OK
             if not warned and any(line.key is None for line in group):
                 warned = True
                 log.error("the relay answered a message with no uuid OK (a custom template?); after a crash it "
@@ -154,10 +172,16 @@ def serve(
         elif raw == COMMIT:
             in_batch, reply = False, _reply(flush)
             owed = reply != "OK"
+            _answer(stdout_fd, reply)
+            settle(not owed and not first)
+            first = False
+            continue
         elif in_batch and relayed and spool is not None and handle_many is not None and raw.endswith(b"\n"):
             answered = _count_batch(reader, raw, clock, spool, handle_many, flush, owed, stdout_fd, token)
-            if answered is not None:
+            if answered is not None:  # the commit is answered OK (its bans may be owed)
                 in_batch, owed = False, not answered
+                settle(not first)
+                first = False
             continue
         elif in_batch:
             more = reader.read_until(MARKS) if handle_many is not None else []
@@ -175,7 +199,10 @@ def serve(
         else:
             reply = _reply(handle, frame(raw, now))
             owed = reply != "OK"
-        _write(stdout_fd, b"OK\n" if reply == "OK" else (reply + "\n").encode())
+            _answer(stdout_fd, reply)
+            settle(not owed)
+            continue
+        _answer(stdout_fd, reply)
 
 
 def _count_batch(reader: LineReader, raw: bytes, clock: Callable[[], float], spool: Spool,
@@ -251,6 +278,10 @@ def _note_owed(token: bytes, stdout_fd: int) -> None:
         _write(stdout_fd, token + OWED)
 
 
+def _answer(fd: int, reply: str) -> None:
+    _write(fd, b"OK\n" if reply == "OK" else (reply + "\n").encode())
+
+
 def _write(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data):]
@@ -262,7 +293,7 @@ SLICE = 64  # messages counted between two looks for the commit
 FAST_BLOCK = 256  # fast messages counted in one call
 TICK = 0.25  # seconds between two ticks
 FLUSH_GAP = 0.002  # fast mode, messages in hand: the longest a ban waits for others to share its nft transaction
-EARLY = SEEN // 2  # most messages a commit answered from the spool may hold: a resend must find all their keys
+EARLY = RECENT // 2  # most messages a commit answered from the spool may hold: a resend must find all their keys
 
 
 def _reply(action: Callable[..., object], *args, **kwargs) -> str:

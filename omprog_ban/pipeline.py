@@ -18,18 +18,16 @@ from typing import Any, Callable, Iterable
 
 from omprog_ban import applying, rails, recovery
 from omprog_ban.config import Config, Jail
+from omprog_ban.deliveries import Deliveries
 from omprog_ban.engine import Tracker
 from omprog_ban.grammars import GRAMMARS
-from omprog_ban.ledger import Ledger, failure_line
+from omprog_ban.ledger import Ledger, failure_line, mark_line
 from omprog_ban.model import Ban, LogLine, canonical
 from omprog_ban.model import text as text_of
 from omprog_ban.rails import Breaker, Shields
 from omprog_ban.subnets import Subnets
 
 log = logging.getLogger("omprog-ban")
-
-SEEN = 65536  # delivery keys remembered: more than any batch rsyslog can resend
-
 
 @dataclass
 class Counters:
@@ -57,6 +55,9 @@ class Pipeline:
     ``adjust`` takes the Bans the engine decides from a batch of lines and returns
     them in order, each replaced or itself (repeat offenders get a longer
     bantime), before they are applied; the engine is told the new end.
+    ``repair(owed)``, called when nft refuses bans, returns False, or, when the
+    table was gone, True once it is back with ``pending`` set to ``owed`` and
+    every other running ban (see :mod:`omprog_ban.applying`).
     """
 
     config: Config
@@ -65,13 +66,14 @@ class Pipeline:
     log_time: bool = False
     on_ban: Callable[[Ban], None] | None = None
     adjust: Callable[[list[Ban]], list[Ban]] | None = None
+    repair: Callable[[list[Ban]], bool] | None = None
     tracker: Tracker = field(init=False)
     pending: list[Ban] = field(default_factory=list)
     _counters: dict[str, Counters] = field(init=False)
     own_addresses: tuple = ()
     lines: int = 0
     last_key: str | None = None
-    seen: dict[str, None] = field(default_factory=dict)
+    deliveries: Deliveries = field(default_factory=Deliveries)
     last_time: float = 0.0
 
     def __post_init__(self) -> None:
@@ -162,6 +164,8 @@ class Pipeline:
         """
         routes = self._routes
         ledger = self.ledger
+        deliveries = self.deliveries
+        pinned = deliveries.pinned
         shields = self.shields
         record = self.tracker.record
         own_time = self.log_time
@@ -196,7 +200,8 @@ class Pipeline:
                     key = ""
                     if found and ledger is not None:
                         key = line.key or "h" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-                        if key == self.last_key or key in self.seen:  # a resent message: counted already
+                        # A resent message (its key counted already) counts for nothing.
+                        if key == self.last_key or (deliveries.resent(key) if pinned else key in deliveries.recent):
                             found = []
                     if not found:
                         # A content digest identifies a resend only right after an error reply or a
@@ -218,8 +223,8 @@ class Pipeline:
                             continue
                         decided.append((index, ban))
                     self.last_time = moment
-                    if ledger is not None:
-                        self.remember(line.key)
+                    if ledger is not None and line.key:
+                        deliveries.count(line.key)
                     self.last_key = key if line.key is not None else None
                 except Exception:  # noqa: BLE001 - one bad line must not cost the others
                     log.exception("could not process a message; passed over: %r", line.text[:200])
@@ -258,14 +263,13 @@ class Pipeline:
         counters.tripped = not allowed
         return allowed
 
-    def remember(self, key: str | None) -> None:
-        """Note a delivery key as counted (rsyslog uuid, journal cursor)."""
-        # Delivery keys (rsyslog uuids, journal cursors) of recent messages: a whole
-        # batch that rsyslog resends after a failed commit is recognised.
-        if key:
-            self.seen[key] = None
-            if len(self.seen) > SEEN:  # drop the older half at once: O(1) amortised
-                self.seen = dict.fromkeys(list(self.seen)[SEEN // 2:])
+    def settle(self, confirmed: bool) -> None:
+        """Tell whether the messages counted since the last settle are confirmed (their ``OK``
+        written) or refused: refused ones stay recognised however late rsyslog resends them
+        (see :mod:`omprog_ban.deliveries`). The ledger records which, for the next start."""
+        entries = self.deliveries.settle(confirmed)
+        if entries and self.ledger is not None:
+            self.ledger.append_bytes("".join(mark_line(self.last_time, kind, key) for kind, key in entries).encode())
 
     def flush(self) -> None:
         """Apply the pending bans; raise NftError and keep what the kernel refused

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from omprog_ban.ledger import ban_line, failure_line
+from omprog_ban.ledger import ban_line, failure_line, mark_line
 from omprog_ban.model import Ban, text
 
 if TYPE_CHECKING:
@@ -34,11 +34,15 @@ def restore(pipeline: Pipeline, now: float) -> None:
             _mark(pipeline, element.jail, target(element.address), now + element.expires)
     owed: dict[tuple[str, str], Ban] = {}
     last_key = None
+    deliveries: list[tuple[str, str]] = []  # delivery keys and settles, for Deliveries.restore
     for record in pipeline.ledger.replay() if pipeline.ledger is not None else ():
         if record.kind == "F":
             last_key = record.extra or None
             if last_key and not last_key.startswith("h"):
-                pipeline.remember(last_key)
+                deliveries.append(("F", last_key))
+        elif record.kind in "CPR":
+            deliveries.append((record.kind, record.extra))
+            continue
         if record.jail not in jails:
             continue
         where = (record.jail, record.address)
@@ -58,6 +62,7 @@ def restore(pipeline: Pipeline, now: float) -> None:
             pipeline.tracker.forget(record.jail, address)
             owed.pop(where, None)
     pipeline.last_key = last_key
+    pipeline.deliveries.restore(deliveries)
     for (jail, written), ban in owed.items():
         if ban.until > now and (jail, written) not in in_kernel:
             pipeline.pending.append(Ban(jail, ban.address, ban.until - now, now, ban.failures, "restored"))
@@ -72,7 +77,7 @@ def active(pipeline: Pipeline, now: float) -> list[Ban]:
 
 def compact(pipeline: Pipeline, now: float) -> None:
     """Rewrite the ledger with only what still matters at ``now``: running bans, open windows,
-    and the delivery keys of recent messages (``Pipeline.seen``)."""
+    and the delivery keys of counted messages (``Pipeline.deliveries``)."""
     if pipeline.ledger is None:
         return
     pipeline.tracker.expire(now)
@@ -83,12 +88,10 @@ def compact(pipeline: Pipeline, now: float) -> None:
     for jail, address, times in pipeline.tracker.windows():
         written = text(address)
         lines.extend(failure_line(moment, jail, written, "") for moment in times)
-    # The delivery keys of recent messages: whatever rsyslog may resend (one message,
-    # or a whole uncommitted batch) is still recognised after the next crash too.
-    keys = [key for key in pipeline.seen if key != pipeline.last_key]
-    if pipeline.last_key:
-        keys.append(pipeline.last_key)  # last: restore takes the last key read as last_key
-    lines.extend(failure_line(now, "-", "-", key) for key in keys)
+    # The delivery keys of counted messages, recent and pinned: whatever rsyslog may
+    # resend is still recognised after the next crash too.
+    lines.extend(failure_line(now, "-", "-", key) if kind == "F" else mark_line(now, kind, key)
+                 for kind, key in pipeline.deliveries.compacted(pipeline.last_key))
     pipeline.ledger.compact_bytes("".join(lines).encode())
 
 

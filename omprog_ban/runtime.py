@@ -81,7 +81,7 @@ class Runtime:
         self.timed = metrics.Timed(self.backend, self.latency)
         self.pipeline = Pipeline(config, self.timed, ledger, on_ban=self._banned,
                                  adjust=Escalate(config.jails, self.history.earlier, config.history_retention),
-                                 own_addresses=own_addresses())
+                                 repair=self.repair, own_addresses=own_addresses())
         self._addresses_checked = clock()
         self.ledger = ledger
         self.setup_errors = 0  # table or set creation refused (ban refusals are counted by ``timed``)
@@ -108,16 +108,8 @@ class Runtime:
             self._addresses_checked = now
             self.pipeline.own_addresses = self.own_addresses()
             self.pipeline.tracker.protect(self.pipeline.protected())
-        try:
-            if not self.backend.exists():
-                log.warning("table inet %s is gone (ruleset flushed?): restoring it and every active ban", self.config.table)
-                self.backend.ensure(self.config.jails.values(), self.config.max_set_size, self.config.blocklist)
-                self.pipeline.pending.extend(self.pipeline.active(now))
-                self.restores += 1
-            self._flush()
-        except NftError as error:
-            self.setup_errors += 1
-            log.error("nft: %s", error)
+        self.repair(self.pipeline.pending, now)
+        self._flush()
         self.pipeline.tracker.expire(now)
         self.pipeline.subnets.expire(now)
         if self.ledger.size > self._compact_at:
@@ -125,6 +117,25 @@ class Runtime:
             self._compact_at = max(COMPACT_AT, COMPACT_GROWTH * self.ledger.size)  # live state alone may be large
         self.write_status(now)
         self._publish(now)
+
+    def repair(self, owed: list[Ban], now: float | None = None) -> bool:
+        """Restore a vanished table (a flushed ruleset) and set the pending bans to ``owed``
+        and every other ban running at ``now`` (default: the clock's); return whether it
+        was gone and is back."""
+        try:
+            if self.backend.exists():
+                return False
+            log.warning("table inet %s is gone (ruleset flushed?): restoring it and every active ban", self.config.table)
+            self.backend.ensure(self.config.jails.values(), self.config.max_set_size, self.config.blocklist)
+        except NftError as error:
+            self.setup_errors += 1
+            log.error("nft: %s", error)
+            return False
+        held = {(ban.jail, ban.address) for ban in owed}
+        self.pipeline.pending = [*owed, *(ban for ban in self.pipeline.active(self.clock() if now is None else now)
+                                         if (ban.jail, ban.address) not in held)]
+        self.restores += 1
+        return True
 
     def _flush(self) -> None:
         try:

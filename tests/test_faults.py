@@ -231,6 +231,12 @@ def test_a_flushed_ruleset_is_restored_with_the_active_bans(tmp_path, server):
         assert 580 <= elements[0]["expires"] <= 600  # the time it had left, not a fresh ban
         assert server.rule_count() == 4
         assert "restoring it" in rsyslog.log_text()
+        # Flushed again, an attack at once: the ban that finds the table gone puts it back
+        # (and the first ban) and goes in; rsyslog is never told of an error.
+        server.run(["nft", "flush", "ruleset"])
+        rsyslog.write_amps([amps_line("192.0.2.61", port=i) for i in range(10)])
+        assert wait_for(lambda: banned(server) == {"192.0.2.60", "192.0.2.61"}, 5)
+        assert rsyslog.log_text().count("restoring it") == 2 and "refused" not in rsyslog.log_text()
     finally:
         rsyslog.stop()
 

@@ -146,8 +146,10 @@ def test_messages_of_a_transaction_already_read_go_to_handle_many_in_one_call(tm
     assert replies.read_text().split("\n")[:-1] == ["OK", "OK", *["DEFER_COMMIT"] * 50, "OK", "OK"]
 
 
-def _serve_file(tmp_path, lines, flush=lambda: None):
-    """Serve ``lines`` as the relay hands them over, with a spool; return what handle_many saw and the replies."""
+def _serve_file(tmp_path, lines, flush=lambda: None, settled=None, fresh=False):
+    """Serve ``lines`` as the relay hands them over, with a spool; return what handle_many saw and the replies.
+
+    ``settled``: a list that gets, for each settle, whether it confirmed and the replies written by then."""
     import os
 
     from omprog_ban.omprog import serve
@@ -164,7 +166,8 @@ def _serve_file(tmp_path, lines, flush=lambda: None):
     in_fd, out_fd = os.open(source, os.O_RDONLY), os.open(replies, os.O_WRONLY | os.O_CREAT)
     try:
         serve(lambda line, defer=False: None, flush, lambda now: None, in_fd, out_fd, relayed=True,
-              handle_many=handle_many, spool=spool)
+              handle_many=handle_many, spool=spool, fresh=fresh,
+              settle=lambda confirmed: settled is not None and settled.append((confirmed, replies.read_text().split("\n")[:-1])))
     finally:
         os.close(in_fd)
         os.close(out_fd)
@@ -207,6 +210,36 @@ def test_without_uuids_or_with_bans_owed_a_commit_waits_for_the_counting(tmp_pat
     assert [replied for _, replied, _ in seen] == [["OK", "OK"], ["OK", "OK"]]
     # the first commit answered from the spool; its bans refused, the second waits for the flush
     assert [len(spooled) for _, _, spooled in seen] == [5, 0] and replies == ["OK", "OK", "OK"]
+
+
+def test_each_commit_settles_its_messages_once_its_reply_is_written(tmp_path):
+    """A batch whose commit is answered with an error is settled unconfirmed: rsyslog may resend it
+    however late, and its keys must stay known (omprog_ban.deliveries)."""
+    refusals = [NftError("set full")]
+
+    def flush():
+        if refusals:
+            raise refusals.pop()
+
+    plain = ["BEGIN TRANSACTION", *(f"m{n}" for n in range(5)), "COMMIT TRANSACTION",
+             "BEGIN TRANSACTION", *(f"m{n}" for n in range(5)), "COMMIT TRANSACTION"]
+    settled: list = []
+    _, replies, _ = _serve_file(tmp_path, plain, flush, settled)
+    assert replies == ["OK", "nft error: set full", "OK"]
+    assert settled == [(False, ["OK", "nft error: set full"]), (True, replies)]
+
+    (tmp_path / "keyed").mkdir()
+    settled = []
+    keyed = ["BEGIN TRANSACTION", *(_keyed(n) for n in range(5)), "COMMIT TRANSACTION"]
+    _, replies, _ = _serve_file(tmp_path / "keyed", keyed, settled=settled)
+    assert replies == ["OK", "OK"] and settled == [(True, ["OK", "OK"])]  # answered from the spool
+
+    # Started by rsyslog (not restarted in place): the first transaction may hold messages
+    # rsyslog also put back in its queue, so it is settled as refused, whatever its reply.
+    (tmp_path / "fresh").mkdir()
+    settled = []
+    _, replies, _ = _serve_file(tmp_path / "fresh", keyed + plain[:7], settled=settled, fresh=True)
+    assert replies == ["OK", "OK", "OK"] and [confirmed for confirmed, _ in settled] == [False, True]
 
 
 def test_fast_messages_get_no_answer_their_segment_goes_once_counted_and_a_refusal_is_noted(tmp_path):

@@ -136,7 +136,7 @@ def test_compaction_writes_back_exactly_the_state_it_holds(tmp_path):
     assert [(jail, address) for jail, address, _ in bans] == [(jail, address) for jail, address, _ in before[0]]
     assert [address for _, address, _ in bans] == ["192.0.2.5", "2001:db8::5"]
     assert prefixes == before[1] and windows == before[2]
-    assert {f"2001:db8::5-{port}" for port in range(20)} <= set(again.seen)
+    assert {f"2001:db8::5-{port}" for port in range(20)} <= set(again.deliveries.recent)
 
 
 class OneFullSet(FlakyBackend):
@@ -221,3 +221,45 @@ def test_replay_by_blocks_bans_as_handling_line_by_line(tmp_path, service, monke
     assert len(expected) > 10
     assert told == expected
     assert other.backend.bans == one.backend.bans
+
+
+class Vanishing(FlakyBackend):
+    """A backend whose table can be flushed away: bans are refused until ``ensure`` puts it back."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.table = True
+        self.kernel: dict = {}
+
+    def exists(self):
+        return self.table
+
+    def ensure(self, *args):
+        self.table = True
+
+    def ban(self, bans):
+        if not self.table:
+            raise NftError("Could not process rule: No such file or directory")
+        self.kernel.update({(ban.jail, str(ban.address)): ban.bantime for ban in bans})
+
+
+def test_a_flushed_ruleset_is_restored_by_the_flush_that_finds_it_gone(tmp_path):
+    """No error reaches rsyslog: the table comes back with every running ban, and the new one."""
+    from omprog_ban.runtime import Runtime
+
+    backend = Vanishing()
+    now = [1000.0]
+    runtime = Runtime(config.load(None, state_dir=str(tmp_path)), backend=backend, clock=lambda: now[0], lock_wait=0)
+    runtime.start()
+    pipeline = runtime.pipeline
+    for port in range(20):
+        pipeline.handle(line("198.51.100.1", port, f"a{port}"))
+    assert backend.kernel == {("amps", "198.51.100.1"): 120.0}
+    backend.table, backend.kernel = False, {}  # nft flush ruleset
+    now[0] = 1030.0
+    for port in range(20):
+        pipeline.handle(line("198.51.100.2", port, f"b{port}", at=1030.0))  # raises if the flush fails
+    assert runtime.restores == 1 and not pipeline.pending
+    assert backend.kernel[("amps", "198.51.100.2")] == 120.0
+    assert 89 <= backend.kernel[("amps", "198.51.100.1")] <= 91  # the time it had left
+    runtime.close()

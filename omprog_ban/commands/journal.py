@@ -128,6 +128,9 @@ class Follower:
                     if not self._apply(self.runtime.pipeline.flush):
                         code = 0 if self.stopping else cli.EX_UNAVAILABLE
                         break
+                    # The journal resends nothing (a restart resumes after the last counted
+                    # entry): what was counted is settled, so that no restart pins it.
+                    self.runtime.pipeline.settle(True)
                 self._save()
                 if self.monotonic() >= upkeep:
                     self._maintain()

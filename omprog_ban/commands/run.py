@@ -9,6 +9,7 @@ Two processes serve: a relay on rsyslog's pipes and a worker with the pipeline
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from omprog_ban.framing import frame
 from omprog_ban.inbox import Inbox
 from omprog_ban.nft import NftError
 from omprog_ban.omprog import serve
-from omprog_ban.relay import run_split
+from omprog_ban.relay import RESTARTED, run_split
 from omprog_ban.runtime import LockedError, Runtime
 from omprog_ban.spool import Spool
 
@@ -71,7 +72,8 @@ def work(config, args, input_fd: int, answer_fd: int, token: bytes = b"", inbox_
         pipeline = runtime.pipeline
         return serve(pipeline.handle, pipeline.flush, runtime.maintain, input_fd, answer_fd, relayed=True,
                      handle_many=pipeline.handle_many, spool=spool, token=token, inbox=inbox,
-                     owed=bool(pipeline.pending), tick=runtime.tick)
+                     owed=bool(pipeline.pending), tick=runtime.tick, settle=pipeline.settle,
+                     fresh=not os.environ.get(RESTARTED))
     finally:
         spool.close()
         runtime.close()
@@ -101,6 +103,7 @@ def _count_left(runtime: Runtime, lines: list[bytes], what: str) -> None:
     log.warning("counting %d message(s) %s", len(lines), what)
     now = runtime.clock()
     runtime.pipeline.handle_many([frame(line, now) for line in lines], defer=True)
+    runtime.pipeline.settle(True)  # they were answered OK
     try:
         runtime.pipeline.flush()
     except NftError as error:

@@ -1,0 +1,163 @@
+"""Deliveries: which messages were counted, so that a resend counts nothing.
+
+rsyslog delivers a message until it has our ``OK`` for it (or for the commit
+of its transaction). A message we counted may therefore come again:
+
+- right away, when the reply was an error or the process died before it;
+- much later, when rsyslog gave up on a batch: its queue puts the messages it
+  had no ``OK`` for back at the *end* of the queue (``DeleteProcessedBatch``
+  in rsyslog's queue.c), behind everything queued meanwhile. With the shipped
+  ``queue.size`` that is up to 200,000 messages later, more when the queue
+  spills to disk. The soak (``bench/soak.py``) saw such a batch come back
+  85,000 and 200,000 messages later, when only the last 32,768-65,536 keys
+  were remembered, and the bystanders it carried were banned.
+
+So two memories, both of delivery keys (rsyslog's uuid, a journal cursor):
+
+``recent``
+    The keys of the last RECENT counted messages (the older half is dropped
+    at once when full). A resend in a race (an ``OK`` written as the process
+    died) comes soon and is found here.
+``pinned``
+    The keys of counted messages whose delivery was not confirmed: counted in
+    a batch answered with an error, or since the last confirmation when the
+    process died. They stay until a resend of theirs is confirmed, however
+    late it comes; only when PINNED of them are held does the oldest go.
+    Nothing is pinned while every reply is ``OK``.
+
+The source tells which: ``settle(True)`` once the messages counted since the
+last settle are confirmed (their ``OK`` written, or answered by the relay),
+``settle(False)`` when they were refused. Each settle that closes counted keys
+returns a marker for the ledger (``C`` or ``P``), so that a new process knows
+which keys to pin (see ``restore``): those before a ``P``, and those after the
+last marker (what the dead one had not settled).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+RECENT = 65536  # keys of the last counted messages: more than any batch rsyslog resends at once
+# Keys of unconfirmed messages, held until their resend is confirmed. A batch is
+# pinned only when its reply is an error (nft refused its bans) or the process
+# died in it; PINNED is more than the shipped queue.size (200,000), so that an
+# outage long enough for every queued message to be counted and refused once
+# still forgets none. At ~85 bytes a pin (an int from 32 hex digits), 22 MB at
+# most, and only during such an outage.
+PINNED = 262144
+
+
+class Deliveries:
+    """The keys of counted messages: ``recent`` ones and ``pinned`` unconfirmed ones."""
+
+    def __init__(self) -> None:
+        self.recent: dict[str, None] = {}
+        self.pinned: dict[int | str, None] = {}  # the same dict throughout: the hot path binds it
+        self.open: list[str] = []  # keys counted since the last settle
+        self.retried: list[int | str] = []  # pinned keys resent since the last settle
+
+    def resent(self, key: str) -> bool:
+        """Return whether ``key`` was counted before (a resend: count nothing).
+
+        A pinned key found again is noted, so that the settle of its resend
+        releases it (or pins it again).
+        """
+        pinned = self.pinned
+        if pinned:
+            form = pin_form(key)
+            if form in pinned:
+                self.retried.append(form)
+                return True
+        return key in self.recent
+
+    def count(self, key: str) -> None:
+        """Note that the message with ``key`` was counted."""
+        recent = self.recent
+        recent[key] = None
+        self.open.append(key)
+        if len(recent) > RECENT:  # drop the older half at once: O(1) amortised
+            self.recent = dict.fromkeys(list(recent)[RECENT // 2:])
+        if len(self.open) > PINNED:  # a source that never settles: keep the newest
+            del self.open[:PINNED // 2]
+
+    def settle(self, confirmed: bool) -> list[tuple[str, str]]:
+        """Close the messages counted since the last settle: ``confirmed`` (their ``OK`` is
+        written) releases the pins of those resent, otherwise their keys are pinned.
+
+        Return the ledger entries that record it, for ``restore``: ``("R", key)`` for
+        each pin released, then the marker ``("C", "")`` or ``("P", "")`` when keys
+        were counted; nothing when nothing was open.
+        """
+        opened, retried = self.open, self.retried
+        if not opened and not retried:
+            return []
+        entries: list[tuple[str, str]] = []
+        pinned = self.pinned
+        if confirmed:
+            for form in retried:
+                if pinned.pop(form, False) is None:
+                    entries.append(("R", key_text(form)))
+        else:
+            for key in opened:
+                pinned[pin_form(key)] = None
+            for form in retried:  # pinned again, as new: its resend was refused too
+                pinned.pop(form, None)
+                pinned[form] = None
+            _cap(pinned)
+        self.open, self.retried = [], []
+        if opened:
+            entries.append(("C" if confirmed else "P", ""))
+        return entries
+
+    def restore(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Rebuild from a ledger's entries in order: ``("F", key)`` for a counted message,
+        and what ``settle`` returned. Keys left after the last marker were not settled
+        by the process that counted them: they are pinned."""
+        for kind, key in entries:
+            if kind == "F":
+                self.count(key)
+            elif kind == "R":
+                self.pinned.pop(pin_form(key), None)
+            else:
+                self.settle(kind == "C")
+        self.settle(False)
+
+    def compacted(self, last_key: str | None) -> list[tuple[str, str]]:
+        """Return the entries that rebuild this memory with ``restore``: the recent keys, the
+        pinned ones, the open ones. ``last_key`` comes last among the keys (``restore``'s
+        caller takes the last key read as the last counted), in its own group."""
+        pinned = self.pinned
+        entries = [("F", key) for key in self.recent if key != last_key and not (pinned and pin_form(key) in pinned)]
+        entries.append(("C", ""))
+        entries.extend(("F", key_text(form)) for form in pinned if key_text(form) != last_key)
+        entries.append(("P", ""))
+        entries.extend(("F", key) for key in self.open if key != last_key)
+        if last_key:
+            entries.append(("F", last_key))
+            if not self.open:  # settled: close it as it was settled
+                entries.append(("P", "") if pinned and pin_form(last_key) in pinned else ("C", ""))
+        return entries
+
+
+def pin_form(key: str) -> int | str:
+    """Return how a key is pinned: rsyslog's uuid (32 hex digits) as an int, a third of its
+    size as text; any other key as itself."""
+    if len(key) == 32:
+        try:
+            return int(key, 16)
+        except ValueError:
+            pass
+    return key
+
+
+def key_text(form: int | str) -> str:
+    """Return the key a pinned form stands for."""
+    return form if isinstance(form, str) else f"{form:032X}"
+
+
+def _cap(pinned: dict) -> None:
+    """Drop the oldest pins beyond PINNED."""
+    excess = len(pinned) - PINNED
+    if excess > 0:
+        for form in list(pinned)[:excess]:
+            del pinned[form]

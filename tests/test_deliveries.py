@@ -1,0 +1,132 @@
+"""Deliveries: a counted message is recognised when rsyslog resends it, however late.
+
+rsyslog puts a batch it gave up on back at the end of its queue; the soak saw
+such batches come back 85,000 and 200,000 messages later. These tests send a
+refused batch, then more messages than the recent keys hold, then the batch
+again: it must count nothing, before and after a restart.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from omprog_ban import config, deliveries
+from omprog_ban.deliveries import RECENT, Deliveries, key_text, pin_form
+from omprog_ban.ledger import Ledger, read
+from omprog_ban.model import LogLine
+from omprog_ban.nft import NftError
+from omprog_ban.pipeline import Pipeline
+from tests.lab import amps_line
+from tests.test_pipeline import FlakyBackend
+
+
+def uuid(n: int) -> str:
+    """A key as rsyslog's template writes it: 32 upper-case hex digits."""
+    return f"{n:032X}"
+
+
+def flood(memory: Deliveries, start: int, count: int) -> None:
+    """Count ``count`` confirmed messages with fresh keys, in batches of 1,024."""
+    for n in range(start, start + count):
+        memory.count(uuid(n))
+        if n % 1024 == 1023:
+            memory.settle(True)
+    memory.settle(True)
+
+
+@pytest.mark.parametrize("settled, later, found", [
+    # a refused batch is held however many messages follow it
+    (False, RECENT * 2, True),
+    # a confirmed one is held among the recent keys only
+    (True, 10, True),
+    (True, RECENT * 2, False),
+])
+def test_a_batch_is_recognised_as_long_as_rsyslog_may_resend_it(settled, later, found):
+    memory = Deliveries()
+    batch = [uuid(10**9 + n) for n in range(1024)]
+    for key in batch:
+        memory.count(key)
+    memory.settle(settled)
+    flood(memory, 0, later)
+    assert all(memory.resent(key) for key in batch) is found
+    assert any(memory.resent(key) for key in batch) is found
+
+
+def test_a_pin_goes_once_the_resend_is_confirmed_and_stays_while_it_is_refused():
+    memory = Deliveries()
+    memory.count(uuid(1))
+    assert memory.settle(False) == [("P", "")]
+    assert memory.resent(uuid(1))
+    assert memory.settle(False) == []  # refused again: still pinned, nothing new to record
+    assert pin_form(uuid(1)) in memory.pinned
+    assert memory.resent(uuid(1))
+    assert memory.settle(True) == [("R", uuid(1))]
+    assert memory.pinned == {}
+
+
+def test_the_oldest_pins_go_beyond_the_cap(monkeypatch):
+    monkeypatch.setattr(deliveries, "PINNED", 100)
+    memory = Deliveries()
+    for n in range(150):
+        memory.count(uuid(n))
+    memory.settle(False)
+    assert len(memory.pinned) == 100
+    assert pin_form(uuid(49)) not in memory.pinned and pin_form(uuid(50)) in memory.pinned
+
+
+def test_keys_are_pinned_compactly_and_written_back_as_they_came():
+    assert isinstance(pin_form(uuid(7)), int) and key_text(pin_form(uuid(7))) == uuid(7)
+    cursor = "s=0a1b;i=2;b=3;m=4;t=5;x=6"  # a journal cursor stays text
+    assert pin_form(cursor) == cursor and key_text(cursor) == cursor
+    assert pin_form("Z" * 32) == "Z" * 32  # 32 characters, not hex
+
+
+@pytest.mark.parametrize("entries, pinned", [
+    # what a process counted after its last settle is pinned by the next one
+    ([("F", "a"), ("C", ""), ("F", "b")], {"b"}),
+    ([("F", "a"), ("P", ""), ("F", "b"), ("C", "")], {"a"}),
+    ([("F", "a"), ("P", ""), ("R", "a"), ("F", "b"), ("C", "")], set()),
+    ([("F", "a"), ("F", "b"), ("C", "")], set()),
+])
+def test_restore_pins_what_was_refused_or_never_settled(entries, pinned):
+    memory = Deliveries()
+    memory.restore(entries)
+    assert set(memory.pinned) == pinned
+    assert set(memory.recent) == {key for kind, key in entries if kind == "F"}
+
+
+def line(address: str, port: int, key: str) -> LogLine:
+    return LogLine(amps_line(address, port=port), 1000.0, key)
+
+
+def test_a_refused_batch_resent_after_a_flood_and_a_restart_counts_nothing(tmp_path):
+    """The soak's bystanders: nine failures, one of them resent late, must stay nine."""
+    backend = FlakyBackend(failures=0)
+    pipeline = Pipeline(config.load(None), backend, Ledger(tmp_path / "ledger"))
+    bystander = [line("192.0.2.9", port, uuid(10**9 + port)) for port in range(9)]
+    pipeline.handle_many(bystander[:8], defer=True)
+    pipeline.settle(True)
+    backend.refusing = True  # the ruleset is flushed: the batch's commit is answered with an error
+    attacker = [line("203.0.113.5", port, uuid(2 * 10**9 + port)) for port in range(40)]
+    pipeline.handle_many(bystander[8:] + attacker, defer=True)
+    with pytest.raises(NftError):
+        pipeline.flush()
+    pipeline.settle(False)
+    backend.refusing = False
+    others = [line(f"198.51.100.{n % 200}", n, uuid(n)) for n in range(RECENT + 1000)]
+    for start in range(0, len(others), 1024):
+        pipeline.handle_many(others[start:start + 1024], defer=True)
+        pipeline.settle(True)
+    pipeline.flush()
+    pipeline.compact(now=1001.0)
+    assert "P" in {record.kind for record in read(tmp_path / "ledger")}
+
+    again = Pipeline(config.load(None), FlakyBackend(failures=0), Ledger(tmp_path / "ledger"))
+    again.restore(now=1001.0)
+    counted = again.counters["amps"].counted
+    again.handle_many(bystander[8:], defer=True)  # rsyslog's late resend
+    again.settle(True)
+    assert again.counters["amps"].counted == counted
+    assert sum(1 for record in read(tmp_path / "ledger") if record.kind == "F" and record.address == "192.0.2.9") == 9
+    # the bystander's pin is released (its resend was confirmed); the attacker's, never resent, stays
+    assert set(again.deliveries.pinned) == {pin_form(key.key) for key in attacker}
