@@ -1,16 +1,18 @@
 """Deliveries: which messages were counted, so that a resend counts nothing.
 
 rsyslog delivers a message until it has our ``OK`` for it (or for the commit
-of its transaction). A message we counted may therefore come again:
+of its transaction), and sometimes after. A message we counted may come again:
 
 - right away, when the reply was an error or the process died before it;
-- much later, when rsyslog gave up on a batch: its queue puts the messages it
-  had no ``OK`` for back at the *end* of the queue (``DeleteProcessedBatch``
-  in rsyslog's queue.c), behind everything queued meanwhile. With the shipped
-  ``queue.size`` that is up to 200,000 messages later, more when the queue
-  spills to disk. The soak (``bench/soak.py``) saw such a batch come back
+- a whole queue later. rsyslog 8.2302 puts a message back at the *end* of its
+  queue when it could not send ``BEGIN TRANSACTION`` for it (the child had
+  died), and yet delivers it in the new child's first transaction: action.c's
+  ``processBatchMain`` leaves its state "ready", and queue.c's
+  ``DeleteProcessedBatch`` enqueues every "ready" message again. With the
+  shipped ``queue.size`` that is up to 200,000 messages later, more when the
+  queue spills to disk. The soak (``bench/soak.py``) saw messages come back
   85,000 and 200,000 messages later, when only the last 32,768-65,536 keys
-  were remembered, and the bystanders it carried were banned.
+  were remembered, and the bystanders they carried were banned.
 
 So two memories, both of delivery keys (rsyslog's uuid, a journal cursor):
 
@@ -19,18 +21,19 @@ So two memories, both of delivery keys (rsyslog's uuid, a journal cursor):
     at once when full). A resend in a race (an ``OK`` written as the process
     died) comes soon and is found here.
 ``pinned``
-    The keys of counted messages whose delivery was not confirmed: counted in
-    a batch answered with an error, or since the last confirmation when the
-    process died. They stay until a resend of theirs is confirmed, however
-    late it comes; only when PINNED of them are held does the oldest go.
-    Nothing is pinned while every reply is ``OK``.
+    The keys of counted messages that may come again however late: a batch
+    answered with an error, a fresh process's first transaction (see
+    :func:`omprog_ban.omprog.serve`), what a process had not settled when it
+    died. They stay until a resend of theirs is confirmed; only when PINNED of
+    them are held does the oldest go. Nothing is pinned while every reply is
+    ``OK`` and no process dies.
 
 The source tells which: ``settle(True)`` once the messages counted since the
 last settle are confirmed (their ``OK`` written, or answered by the relay),
-``settle(False)`` when they were refused. Each settle that closes counted keys
-returns a marker for the ledger (``C`` or ``P``), so that a new process knows
-which keys to pin (see ``restore``): those before a ``P``, and those after the
-last marker (what the dead one had not settled).
+``settle(False)`` when they may come again. Each settle returns the ledger
+entries that record it (markers ``C``/``P``, and ``R`` for a pin released), so
+that a new process knows which keys to pin (see ``restore``): those before a
+``P``, and those after the last marker (what the dead one had not settled).
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ RECENT = 65536  # keys of the last counted messages: more than any batch rsyslog
 # pinned only when its reply is an error (nft refused its bans) or the process
 # died in it; PINNED is more than the shipped queue.size (200,000), so that an
 # outage long enough for every queued message to be counted and refused once
-# still forgets none. At ~85 bytes a pin (an int from 32 hex digits), 22 MB at
-# most, and only during such an outage.
+# still forgets none. At 88 bytes a pin (an int from 32 hex digits; tracemalloc),
+# 23 MB at most, and only after such an outage or very many crashes.
 PINNED = 262144
 
 
