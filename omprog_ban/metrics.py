@@ -79,7 +79,7 @@ class Timed:
 
 
 def render(jails: Mapping[str, Any], tracked: Mapping[str, int], nft_errors: int, restores: int,
-           latency: Histogram) -> str:
+           latency: Histogram, pinned: int = 0) -> str:
     """Return the exposition text for ``jails`` (name -> Counters), ``tracked`` and the rest."""
     lines: list[str] = []
     for attribute, name, text in JAIL_COUNTERS:
@@ -93,6 +93,8 @@ def render(jails: Mapping[str, Any], tracked: Mapping[str, int], nft_errors: int
     lines.append(f"omprog_ban_nft_errors_total {nft_errors}")
     _header(lines, "restores_total", "counter", "Times the table had vanished and was rebuilt.")
     lines.append(f"omprog_ban_restores_total {restores}")
+    _header(lines, "pinned_uuids", "gauge", "Keys of counted messages that rsyslog may deliver again, held so they count once.")
+    lines.append(f"omprog_ban_pinned_uuids {pinned}")
     _header(lines, "ban_batch_seconds", "histogram", "Time spent in one nft ban transaction.")
     lines.extend(f'omprog_ban_ban_batch_seconds_bucket{{le="{bound}"}} {count}' for bound, count in latency.cumulative())
     lines.append(f"omprog_ban_ban_batch_seconds_sum {_number(latency.sum)}")

@@ -183,7 +183,8 @@ class Runtime:
         self._history_queued = len(self.history.queued)
         if self.metrics_file is not None:
             tracked = {name: self.pipeline.tracker.tracked(name) for name in self.pipeline.counters}
-            text = metrics.render(self.pipeline.counters, tracked, self.nft_errors, self.restores, self.latency)
+            text = metrics.render(self.pipeline.counters, tracked, self.nft_errors, self.restores, self.latency,
+                                  len(self.pipeline.deliveries.pinned))
             try:
                 metrics.write(self.metrics_file, text)
             except OSError as error:
@@ -196,6 +197,7 @@ class Runtime:
             jails[name] = {**counters.__dict__, "tracked": self.pipeline.tracker.tracked(name)}
         shields = self.pipeline.shields
         status = {"time": now, "pid": os.getpid(), "nft_errors": self.nft_errors, "restores": self.restores,
+                  "pinned": len(self.pipeline.deliveries.pinned),
                   "shields": {"up": shields.up, "raised": shields.raised, "rate": shields.rate, "factor": shields.strict},
                   "jails": jails}
         fresh = self.state_dir / "status.json.new"

@@ -43,6 +43,9 @@ omprog_ban_nft_errors_total 2
 # HELP omprog_ban_restores_total Times the table had vanished and was rebuilt.
 # TYPE omprog_ban_restores_total counter
 omprog_ban_restores_total 1
+# HELP omprog_ban_pinned_uuids Keys of counted messages that rsyslog may deliver again, held so they count once.
+# TYPE omprog_ban_pinned_uuids gauge
+omprog_ban_pinned_uuids 7
 # HELP omprog_ban_ban_batch_seconds Time spent in one nft ban transaction.
 # TYPE omprog_ban_ban_batch_seconds histogram
 omprog_ban_ban_batch_seconds_bucket{le="0.0005"} 1
@@ -65,7 +68,7 @@ def test_render():
     for seconds in (0.0004, 0.0006, 0.001, 0.03, 3.0):  # 0.001 is counted in le="0.001": bounds are inclusive
         latency.observe(seconds)
     counters = {"amps": Counters(lines=100, candidates=40, parsed=39, matched=38, counted=37, bans=1, last_match=1768003200.5)}
-    assert metrics.render(counters, {"amps": 3}, 2, 1, latency) == EXPECTED
+    assert metrics.render(counters, {"amps": 3}, 2, 1, latency, 7) == EXPECTED
 
 
 def test_write_is_atomic(tmp_path):

@@ -29,7 +29,7 @@ def test_table_warns_of_candidates_without_matches():
     data["status"] = "/var/lib/omprog-ban/status.json"
     assert status.table(data) == f"""\
 writer pid 4242: running, status written 1.5s ago (/var/lib/omprog-ban/status.json)
-nft errors 0, table restores 1
+nft errors 0, table restores 1, uuids pinned 0
 
 JAIL                  LINES CANDIDATES    MATCHED    COUNTED   BANS TRACKED  LAST MATCH
 amps                   1200         40         40         38      1       3  2026-01-09 23:59:55 UTC
@@ -79,3 +79,11 @@ def test_command_json_and_exit_codes(tmp_path, capsys):
     assert LOST in data["warnings"]
     empty = tmp_path / "empty"
     assert cli.main(["status", "--config", "default", "--state-dir", str(empty)]) == status.EX_NOINPUT
+
+
+def test_pins_near_their_cap_are_a_warning():
+    from omprog_ban.deliveries import PINNED
+
+    assert status.collect({**STATUS, "pinned": PINNED // 2}, T + 1.5, alive=lambda pid: True)["warnings"] == [LOST]
+    warnings = status.collect({**STATUS, "pinned": PINNED - 5}, T + 1.5, alive=lambda pid: True)["warnings"]
+    assert warnings[0].startswith(f"{PINNED - 5} uuids pinned (at most {PINNED}, the oldest go first)")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omprog_ban import cli
+from omprog_ban.deliveries import PINNED
 
 NAME = "status"
 HELP = "per jail counters of the running instance, with warnings"
@@ -57,12 +58,16 @@ def collect(status: dict[str, Any], now: float, alive: Callable[[int], bool] | N
     age = now - float(status.get("time", 0.0))
     data = {"time": status.get("time"), "age": round(age, 1), "pid": pid, "running": bool(pid) and alive(pid),
             "nft_errors": status.get("nft_errors", 0), "restores": status.get("restores", 0),
+            "pinned": status.get("pinned", 0),
             "shields": status.get("shields", {}), "jails": status.get("jails", {}), "warnings": []}
     warnings = data["warnings"]
     if not data["running"]:
         warnings.append(f"the writer (pid {pid}) is not running: these counters are from a stopped instance")
     elif age > STALE:
         warnings.append(f"the status is {age:.0f}s old (rewritten every ~2s): the writer (pid {pid}) may be stuck")
+    if data["pinned"] >= PINNED * 9 // 10:
+        warnings.append(f"{data['pinned']} uuids pinned (at most {PINNED}, the oldest go first): after that many "
+                        "refused or crashed batches, a message rsyslog delivers again later still could count twice")
     if status.get("shields", {}).get("up"):
         warnings.append(f"shields are up: failures exceed {status['shields']['rate']:g}/s over all jails, "
                         f"maxretry is scaled by {status['shields']['factor']:g}")
@@ -98,7 +103,7 @@ def table(data: dict[str, Any]) -> str:
     state = "running" if data["running"] else "NOT running"
     lines = [f"writer pid {data['pid']}: {state}, status written {data['age']:g}s ago"
              + (f" ({data['status']})" if data.get("status") else ""),
-             f"nft errors {data['nft_errors']}, table restores {data['restores']}", "",
+             f"nft errors {data['nft_errors']}, table restores {data['restores']}, uuids pinned {data['pinned']}", "",
              f"{'JAIL':<16} {'LINES':>10} {'CANDIDATES':>10} {'MATCHED':>10} {'COUNTED':>10} {'BANS':>6} {'TRACKED':>7}  LAST MATCH"]
     for name, jail in data["jails"].items():
         last = jail.get("last_match") or 0
