@@ -41,36 +41,35 @@ from __future__ import annotations
 from typing import Iterable
 
 RECENT = 65536  # keys of the last counted messages: more than any batch rsyslog resends at once
-# Keys of unconfirmed messages, held until their resend is confirmed. A batch is
-# pinned only when its reply is an error (nft refused its bans) or the process
-# died in it; PINNED is more than the shipped queue.size (200,000), so that an
-# outage long enough for every queued message to be counted and refused once
-# still forgets none. At 88 bytes a pin (an int from 32 hex digits; tracemalloc),
-# 23 MB at most, and only after such an outage or very many crashes.
-PINNED = 262144
+# Keys of messages that may come again. rsyslog retries a refused batch on the
+# spot and keeps retrying it (``action.resumeRetryCount="-1"``): an outage pins
+# one batch, not the queue. A crash pins at most one batch (the first
+# transaction after it, or what was not settled), and those pins that are
+# never resent stay until PINNED newer ones push them out: 64 batches of 1,024.
+# A pin is its key (the same string as in ``recent`` while it is there): a dict
+# entry, 32 bytes (tracemalloc), and the uuid's own 81 once ``recent`` has let it
+# go: 7.4 MB at most. The hot path looks it up as it is (no conversion).
+PINNED = 65536
 
 
 class Deliveries:
-    """The keys of counted messages: ``recent`` ones and ``pinned`` unconfirmed ones."""
+    """The keys of counted messages: ``recent`` ones and ``pinned`` ones that may come again."""
 
     def __init__(self) -> None:
         self.recent: dict[str, None] = {}
-        self.pinned: dict[int | str, None] = {}  # the same dict throughout: the hot path binds it
+        self.pinned: dict[str, None] = {}  # the same dict throughout: the hot path binds it
         self.open: list[str] = []  # keys counted since the last settle
-        self.retried: list[int | str] = []  # pinned keys resent since the last settle
+        self.retried: list[str] = []  # pinned keys resent since the last settle
 
     def resent(self, key: str) -> bool:
         """Return whether ``key`` was counted before (a resend: count nothing).
 
         A pinned key found again is noted, so that the settle of its resend
-        releases it (or pins it again).
+        releases it (or pins it again). (``Pipeline._count`` inlines this.)
         """
-        pinned = self.pinned
-        if pinned:
-            form = pin_form(key)
-            if form in pinned:
-                self.retried.append(form)
-                return True
+        if key in self.pinned:
+            self.retried.append(key)
+            return True
         return key in self.recent
 
     def count(self, key: str) -> None:
@@ -85,7 +84,8 @@ class Deliveries:
 
     def settle(self, confirmed: bool) -> list[tuple[str, str]]:
         """Close the messages counted since the last settle: ``confirmed`` (their ``OK`` is
-        written) releases the pins of those resent, otherwise their keys are pinned.
+        written, and rsyslog will not deliver them again) releases the pins of those
+        resent; otherwise their keys are pinned.
 
         Return the ledger entries that record it, for ``restore``: ``("R", key)`` for
         each pin released, then the marker ``("C", "")`` or ``("P", "")`` when keys
@@ -97,15 +97,14 @@ class Deliveries:
         entries: list[tuple[str, str]] = []
         pinned = self.pinned
         if confirmed:
-            for form in retried:
-                if pinned.pop(form, False) is None:
-                    entries.append(("R", key_text(form)))
+            for key in retried:
+                if pinned.pop(key, False) is None:
+                    entries.append(("R", key))
         else:
-            for key in opened:
-                pinned[pin_form(key)] = None
-            for form in retried:  # pinned again, as new: its resend was refused too
-                pinned.pop(form, None)
-                pinned[form] = None
+            for key in retried:  # pinned again, as new: its resend was refused too
+                pinned.pop(key, None)
+            pinned.update(dict.fromkeys(opened))
+            pinned.update(dict.fromkeys(retried))
             _cap(pinned)
         self.open, self.retried = [], []
         if opened:
@@ -120,7 +119,7 @@ class Deliveries:
             if kind == "F":
                 self.count(key)
             elif kind == "R":
-                self.pinned.pop(pin_form(key), None)
+                self.pinned.pop(key, None)
             else:
                 self.settle(kind == "C")
         self.settle(False)
@@ -130,37 +129,21 @@ class Deliveries:
         pinned ones, the open ones. ``last_key`` comes last among the keys (``restore``'s
         caller takes the last key read as the last counted), in its own group."""
         pinned = self.pinned
-        entries = [("F", key) for key in self.recent if key != last_key and not (pinned and pin_form(key) in pinned)]
+        entries = [("F", key) for key in self.recent if key != last_key and key not in pinned]
         entries.append(("C", ""))
-        entries.extend(("F", key_text(form)) for form in pinned if key_text(form) != last_key)
+        entries.extend(("F", key) for key in pinned if key != last_key)
         entries.append(("P", ""))
         entries.extend(("F", key) for key in self.open if key != last_key)
         if last_key:
             entries.append(("F", last_key))
             if not self.open:  # settled: close it as it was settled
-                entries.append(("P", "") if pinned and pin_form(last_key) in pinned else ("C", ""))
+                entries.append(("P", "") if last_key in pinned else ("C", ""))
         return entries
-
-
-def pin_form(key: str) -> int | str:
-    """Return how a key is pinned: rsyslog's uuid (32 hex digits) as an int, a third of its
-    size as text; any other key as itself."""
-    if len(key) == 32:
-        try:
-            return int(key, 16)
-        except ValueError:
-            pass
-    return key
-
-
-def key_text(form: int | str) -> str:
-    """Return the key a pinned form stands for."""
-    return form if isinstance(form, str) else f"{form:032X}"
 
 
 def _cap(pinned: dict) -> None:
     """Drop the oldest pins beyond PINNED."""
     excess = len(pinned) - PINNED
     if excess > 0:
-        for form in list(pinned)[:excess]:
-            del pinned[form]
+        for key in list(pinned)[:excess]:
+            del pinned[key]

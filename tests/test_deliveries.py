@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from omprog_ban import config, deliveries
-from omprog_ban.deliveries import RECENT, Deliveries, key_text, pin_form
+from omprog_ban.deliveries import RECENT, Deliveries
 from omprog_ban.ledger import Ledger, read
 from omprog_ban.model import LogLine
 from omprog_ban.nft import NftError
@@ -58,7 +58,7 @@ def test_a_pin_goes_once_the_resend_is_confirmed_and_stays_while_it_is_refused()
     assert memory.settle(False) == [("P", "")]
     assert memory.resent(uuid(1))
     assert memory.settle(False) == []  # refused again: still pinned, nothing new to record
-    assert pin_form(uuid(1)) in memory.pinned
+    assert uuid(1) in memory.pinned
     assert memory.resent(uuid(1))
     assert memory.settle(True) == [("R", uuid(1))]
     assert memory.pinned == {}
@@ -71,14 +71,7 @@ def test_the_oldest_pins_go_beyond_the_cap(monkeypatch):
         memory.count(uuid(n))
     memory.settle(False)
     assert len(memory.pinned) == 100
-    assert pin_form(uuid(49)) not in memory.pinned and pin_form(uuid(50)) in memory.pinned
-
-
-def test_keys_are_pinned_compactly_and_written_back_as_they_came():
-    assert isinstance(pin_form(uuid(7)), int) and key_text(pin_form(uuid(7))) == uuid(7)
-    cursor = "s=0a1b;i=2;b=3;m=4;t=5;x=6"  # a journal cursor stays text
-    assert pin_form(cursor) == cursor and key_text(cursor) == cursor
-    assert pin_form("Z" * 32) == "Z" * 32  # 32 characters, not hex
+    assert uuid(49) not in memory.pinned and uuid(50) in memory.pinned
 
 
 @pytest.mark.parametrize("entries, pinned", [
@@ -129,4 +122,4 @@ def test_a_refused_batch_resent_after_a_flood_and_a_restart_counts_nothing(tmp_p
     assert again.counters["amps"].counted == counted
     assert sum(1 for record in read(tmp_path / "ledger") if record.kind == "F" and record.address == "192.0.2.9") == 9
     # the bystander's pin is released (its resend was confirmed); the attacker's, never resent, stays
-    assert set(again.deliveries.pinned) == {pin_form(key.key) for key in attacker}
+    assert set(again.deliveries.pinned) == {line.key for line in attacker}
