@@ -114,15 +114,19 @@ class Deliveries:
     def restore(self, entries: Iterable[tuple[str, str]]) -> None:
         """Rebuild from a ledger's entries in order: ``("F", key)`` for a counted message,
         and what ``settle`` returned. Keys left after the last marker were not settled
-        by the process that counted them: they are pinned."""
+        by the process that counted them: they are pinned. A ledger without any marker
+        was written before markers existed (every start compacts, and a compaction
+        writes them): its keys are only recent, as that version kept them."""
+        marked = False
         for kind, key in entries:
             if kind == "F":
                 self.count(key)
             elif kind == "R":
                 self.pinned.pop(key, None)
             else:
+                marked = True
                 self.settle(kind == "C")
-        self.settle(False)
+        self.settle(not marked)
 
     def compacted(self, last_key: str | None) -> list[tuple[str, str]]:
         """Return the entries that rebuild this memory with ``restore``: the recent keys, the
