@@ -65,7 +65,8 @@ class Deliveries:
         """Return whether ``key`` was counted before (a resend: count nothing).
 
         A pinned key found again is noted, so that the settle of its resend
-        releases it (or pins it again). (``Pipeline._count`` inlines this.)
+        releases it (or pins it again). ``Pipeline._count`` calls this only
+        while pins are held, and looks in ``recent`` itself otherwise.
         """
         if key in self.pinned:
             self.retried.append(key)

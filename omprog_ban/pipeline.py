@@ -200,12 +200,9 @@ class Pipeline:
                     key = ""
                     if found and ledger is not None:
                         key = line.key or "h" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-                        # A resent message (its key counted already) counts for nothing; a pinned
-                        # one is noted, so that its settle releases the pin (Deliveries.resent).
-                        if pinned and key in pinned:
-                            deliveries.retried.append(key)
-                            found = []
-                        elif key == self.last_key or key in deliveries.recent:
+                        # A resent message (its key counted already) counts for nothing. Without
+                        # pins (the usual case) one lookup, without a call.
+                        if key == self.last_key or (deliveries.resent(key) if pinned else key in deliveries.recent):
                             found = []
                     if not found:
                         # A content digest identifies a resend only right after an error reply or a
