@@ -29,6 +29,7 @@ from omprog_ban.subnets import Subnets
 
 log = logging.getLogger("omprog-ban")
 
+
 @dataclass
 class Counters:
     """What one jail has seen: for ``status``, metrics and the lost-address warning."""
