@@ -116,6 +116,43 @@ def _exactly(server: Namespace, attackers: list[str], rsyslog: Rsyslog, logged: 
     assert logged in rsyslog.log_text()
 
 
+def test_a_message_rsyslog_puts_back_at_the_end_of_its_queue_counts_once(tmp_path, server):
+    """rsyslog 8.2302, when it cannot send BEGIN TRANSACTION for a message (its child is dead),
+    delivers that message in the new child's first transaction *and* puts it back at the end
+    of its queue (omprog_ban/deliveries.py). Behind it here: 70,000 other failures, more
+    than the 65,536 keys remembered as recent. The bystander's nine failures must stay nine."""
+    rsyslog = started(tmp_path, server)
+    try:
+        rsyslog.write_amps([amps_line("192.0.2.79", port=i) for i in range(10)])
+        assert wait_for(lambda: banned(server) == {"192.0.2.79"}, 10)
+        time.sleep(0.5)  # rsyslog between batches
+        os.kill(rsyslog.child(), signal.SIGKILL)  # the relay; its worker then reads EOF and exits
+        assert wait_for(lambda: rsyslog.worker() is None, 10)
+        bystander = "192.0.2.80"
+        filler = [amps_line(f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}") for n in range(1, 70_001)]
+        rsyslog.write_amps([amps_line(bystander, port=0), *filler, *(amps_line(bystander, port=i) for i in range(1, 9))])
+        state = tmp_path / "state" / "ledger"
+
+        def records(kind: str) -> list:
+            return [record for record in ledger.read(state) if record.kind == kind]
+
+        # The first message after the kill is the one rsyslog puts back: its key is pinned
+        # (the new run's first transaction) and released when its late resend is confirmed.
+        def bystanders() -> list[str]:
+            return [r.extra for r in records("F") if r.address == bystander]
+
+        assert wait_for(lambda: len(bystanders()) >= 9, 60), rsyslog.log_text()[-2000:]
+        first = bystanders()[0]
+        # Its resend comes after the whole queue: released (counted nothing), or counted again.
+        wait_for(lambda: any(r.extra == first for r in records("R")) or len(bystanders()) > 9, 30)
+        time.sleep(1.0)
+        assert len(bystanders()) == 9
+        assert bystander not in banned(server)
+        assert any(r.extra == first for r in records("R")), "rsyslog did not deliver it again (not 8.2302's way?)"
+    finally:
+        rsyslog.stop()
+
+
 def test_workers_killed_with_a_committed_batch_in_the_spool_lose_nothing(tmp_path, server):
     # A backlog the worker cannot keep up with: it answers commits once the rest of a batch is
     # spooled (omprog_ban/spool.py). Each worker is SIGKILLed while the spool holds such a batch.
