@@ -14,7 +14,7 @@ import select
 import time
 from collections import deque
 
-from omprog_ban.model import LogLine
+from omprog_ban.model import LogLine, new
 
 MAX_LINE = 1 << 20  # longer input is cut here; rsyslog's own maximum is smaller
 _scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner where there is one
@@ -38,7 +38,7 @@ def frame(raw: bytes, received: float) -> LogLine:
             meta = data  # the template's other properties (uuid, programname, ...)
     if text.startswith(" "):  # rsyslog's %msg% keeps the space after the tag's colon
         text = text[1:]
-    return LogLine(text, received, key, meta)
+    return new(LogLine, (text, received, key, meta))
 
 
 class LineReader:

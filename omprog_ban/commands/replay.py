@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from omprog_ban import cli
-from omprog_ban.model import Ban, LogLine
+from omprog_ban.model import EMPTY, Ban, LogLine, new
 from omprog_ban.pipeline import Pipeline
 from omprog_ban.sources import file_time, read_blocks
 
@@ -69,7 +69,7 @@ def replay(pipeline: Pipeline, paths: Iterable[str], on_ban: Callable[[Ban, str,
         for first, texts in read_blocks(path):
             lines += len(texts)
             received = pipeline.last_time
-            for index, ban in pipeline.decide_many([LogLine(text, received) for text in texts]):
+            for index, ban in pipeline.decide_many([new(LogLine, (text, received, None, EMPTY)) for text in texts]):
                 on_ban(ban, path, first + index)
             if len(pipeline.pending) >= FLUSH:
                 pipeline.flush()

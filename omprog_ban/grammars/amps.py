@@ -20,7 +20,7 @@ import pyparsing as pp
 
 from omprog_ban.grammars import tokens
 from omprog_ban.grammars.base import Grammar
-from omprog_ban.model import Failure
+from omprog_ban.model import Failure, new
 
 RULES = {"auth": "auth", "name in use": "name-in-use"}
 
@@ -47,8 +47,8 @@ def convert(result: Mapping[str, str], now: float) -> Failure | None:
     address = tokens.to_address(result.get("bracketed") or result["plain"])
     if address is None:  # 999.1.1.1, a host name: not an address AMPS wrote
         return None
-    return Failure("amps", rule, address, _event_seconds(result, now),
-                   {"client": result["client"], "port": result["port"], "reason": result["reason"]})
+    return new(Failure, ("amps", rule, address, _event_seconds(result, now),
+                         {"client": result["client"], "port": result["port"], "reason": result["reason"]}))
 
 
 GRAMMAR = Grammar(

@@ -32,7 +32,7 @@ import pyparsing as pp
 
 from omprog_ban.grammars import tokens
 from omprog_ban.grammars.base import Grammar
-from omprog_ban.model import Failure
+from omprog_ban.model import Failure, new
 
 _ADDRESS = r"[0-9A-Fa-f:.]{2,45}"
 # Apache escapes every " and \ inside quotes (\", \\, \xhh). Possessive: a quoted
@@ -86,7 +86,7 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
         "vhost": result.get("vhost") or "",
         "user": result["user"],
     }
-    return Failure("apache-access", "request", address, _event_seconds(result, now), fields)
+    return new(Failure, ("apache-access", "request", address, _event_seconds(result, now), fields))
 
 GRAMMAR = Grammar(
     name="apache-access",

@@ -32,7 +32,7 @@ import pyparsing as pp
 
 from omprog_ban.grammars import tokens
 from omprog_ban.grammars.base import Grammar
-from omprog_ban.model import Failure
+from omprog_ban.model import Failure, new
 
 # The address text is loose on purpose: tokens.to_address decides.
 _ADDRESS = r"[0-9A-Fa-f:.]{2,45}"
@@ -91,8 +91,8 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     if address is None:  # 999.1.1.1, a host name: not an address Apache wrote
         return None
     rule = tokens.marked(result, RULES)
-    return Failure("apache-error", rule, address, _event_seconds(result, now),
-                   {"path": path(result), "module": result.get("module") or "", "code": result.get("code") or ""})
+    return new(Failure, ("apache-error", rule, address, _event_seconds(result, now),
+                         {"path": path(result), "module": result.get("module") or "", "code": result.get("code") or ""}))
 
 
 GRAMMAR = Grammar(

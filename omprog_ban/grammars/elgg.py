@@ -22,7 +22,7 @@ import pyparsing as pp
 
 from omprog_ban.grammars import tokens
 from omprog_ban.grammars.base import Grammar
-from omprog_ban.model import Failure
+from omprog_ban.model import Failure, new
 
 attempt = pp.Regex(
     r"(?P<outcome>Authentication failure|Accepted password) for (?P<user>.*) from "
@@ -41,8 +41,8 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
     address = tokens.to_address(result["client"])
     if address is None:  # 999.1.1.1: no fallback to an earlier "from" in the user name
         return None
-    return Failure("elgg", "auth", address, _event_seconds(result, now),
-                   {"user": result["user"]})
+    return new(Failure, ("elgg", "auth", address, _event_seconds(result, now),
+                         {"user": result["user"]}))
 
 
 GRAMMAR = Grammar(

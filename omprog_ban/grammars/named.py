@@ -30,7 +30,7 @@ import pyparsing as pp
 
 from omprog_ban.grammars import tokens
 from omprog_ban.grammars.base import Grammar
-from omprog_ban.model import Failure
+from omprog_ban.model import Failure, new
 
 _SEVERITY = r"(?:critical|error|warning|notice|info|debug(?: \d{1,2})?|dynamic)"
 _QNAME = r"[^\s()\\]*+(?:\\.[^\s()\\]*+)*+"  # as dns_name_format escapes it
@@ -104,8 +104,8 @@ def convert(result: Mapping[str, str | None], now: float) -> Failure | None:
         return None
     rule = tokens.marked(result, RULES)
     qname, qtype = question(result)
-    return Failure("named", rule, address, _event_seconds(result, now),
-                   {"qname": qname, "qtype": qtype, "view": result.get("view") or ""})
+    return new(Failure, ("named", rule, address, _event_seconds(result, now),
+                         {"qname": qname, "qtype": qtype, "view": result.get("view") or ""}))
 
 
 GRAMMAR = Grammar(
