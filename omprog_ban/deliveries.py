@@ -22,9 +22,8 @@ So two memories, both of delivery keys (rsyslog's uuid, a journal cursor):
     died) comes soon and is found here.
 ``pinned``
     The keys of counted messages that may come again however late: a batch
-    answered with an error, a fresh process's first transaction (see
-    :func:`omprog_ban.omprog.serve`), what a process had not settled when it
-    died. They stay until a resend of theirs is confirmed; only when PINNED of
+    answered with an error, what a fresh process counts first (``watch``),
+    what a process had not settled when it died. They stay until a resend of theirs is confirmed; only when PINNED of
     them are held does the oldest go. Nothing is pinned while every reply is
     ``OK`` and no process dies.
 
@@ -50,6 +49,9 @@ RECENT = 65536  # keys of the last counted messages: more than any batch rsyslog
 # entry, 32 bytes (tracemalloc), and the uuid's own 81 once ``recent`` has let it
 # go: 7.4 MB at most. The hot path looks it up as it is (no conversion).
 PINNED = 65536
+# A fresh process pins what it settles until a settle closes more than one key
+# (a whole batch), or WATCHED keys are pinned that way (``watch``).
+WATCHED = 8192
 
 
 class Deliveries:
@@ -60,6 +62,23 @@ class Deliveries:
         self.pinned: dict[str, None] = {}  # the same dict throughout: the hot path binds it
         self.open: list[str] = []  # keys counted since the last settle
         self.retried: list[str] = []  # pinned keys resent since the last settle
+        self.watching = 0  # keys still to pin whatever their settle (``watch``)
+
+    def watch(self, limit: int = WATCHED) -> None:
+        """Pin what is settled from now on, confirmed or not, until a settle closes more
+        than one key, or ``limit`` keys are pinned so.
+
+        For a process rsyslog started after its child died. rsyslog 8.2302, when it
+        cannot send ``BEGIN TRANSACTION`` for a message (the child is dead), leaves
+        the message "ready" (action.c ``processBatchMain``), delivers it with the rest
+        of the batch to the new child all the same, and at the end of the batch puts
+        it back at the end of its queue (queue.c ``DeleteProcessedBatch``): it comes
+        again up to a queue's depth later, ``OK`` or not. The batch comes as one
+        transaction, or, when that one's commit fails, one transaction a message
+        (``actionTryRemoveHardErrorsFromBatch``), possibly to yet another child; a
+        settle of more than one key is a whole batch, the first after them.
+        """
+        self.watching = limit
 
     def resent(self, key: str) -> bool:
         """Return whether ``key`` was counted before (a resend: count nothing).
@@ -95,6 +114,9 @@ class Deliveries:
         opened, retried = self.open, self.retried
         if not opened and not retried:
             return []
+        if self.watching and opened:
+            confirmed = False
+            self.watching = 0 if len(opened) > 1 else self.watching - 1
         entries: list[tuple[str, str]] = []
         pinned = self.pinned
         if confirmed:

@@ -52,7 +52,6 @@ def serve(
     owed: bool = False,
     tick: Callable[[float], None] | None = None,
     settle: Callable[[bool], None] = lambda confirmed: None,
-    fresh: bool = False,
 ) -> int:
     """Answer rsyslog until EOF: ``OK`` or an error line per message; return the exit code.
 
@@ -99,15 +98,6 @@ def serve(
     the last call is written, whether it was ``OK`` (or the relay's): a message
     or a commit answered with an error may come back from rsyslog however late,
     and must still be recognised (see :mod:`omprog_ban.deliveries`).
-
-    ``fresh``: rsyslog started this process (the relay's restart in place is
-    not fresh). Its first transaction is settled as refused even when answered
-    ``OK``: when rsyslog could not send ``BEGIN TRANSACTION`` to the child
-    before (it had died), the messages it meant it for go in this transaction
-    *and* back to the end of rsyslog's queue (rsyslog 8.2302, action.c
-    ``processBatchMain``: their state stays "ready"; queue.c
-    ``DeleteProcessedBatch`` puts such messages back), so they come again
-    up to a queue's depth later.
     """
     reader = LineReader(stdin_fd, SPIN if relayed else 0.0)
     _write(stdout_fd, b"OK\n")
@@ -115,7 +105,6 @@ def serve(
         _note_owed(token, stdout_fd)
     next_maintenance = next_tick = clock() + interval
     skipping = in_batch = fast = warned = False  # owed (above): the last flush was refused, its bans wait
-    first = fresh  # the first transaction is still to come
     flush_at = None  # fast mode: when the bans counted since the last flush go to the kernel
     while True:
         wait = next_maintenance - clock() if flush_at is None else min(next_maintenance, flush_at) - clock()
@@ -173,15 +162,13 @@ def serve(
             in_batch, reply = False, _reply(flush)
             owed = reply != "OK"
             _answer(stdout_fd, reply)
-            settle(not owed and not first)
-            first = False
+            settle(not owed)
             continue
         elif in_batch and relayed and spool is not None and handle_many is not None and raw.endswith(b"\n"):
             answered = _count_batch(reader, raw, clock, spool, handle_many, flush, owed, stdout_fd, token)
             if answered is not None:  # the commit is answered OK (its bans may be owed)
                 in_batch, owed = False, not answered
-                settle(not first)
-                first = False
+                settle(True)
             continue
         elif in_batch:
             more = reader.read_until(MARKS) if handle_many is not None else []

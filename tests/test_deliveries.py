@@ -74,6 +74,31 @@ def test_the_oldest_pins_go_beyond_the_cap(monkeypatch):
     assert uuid(49) not in memory.pinned and uuid(50) in memory.pinned
 
 
+def test_a_fresh_process_pins_the_batch_rsyslog_may_also_have_put_back():
+    """Watched: one message a transaction (rsyslog retrying a failed batch) is pinned, OK or
+    not, and so is the next whole batch; after it, confirmed settles pin nothing."""
+    memory = Deliveries()
+    memory.watch()
+    for n in range(3):  # the failed batch, retried one message a transaction
+        memory.count(uuid(n))
+        memory.settle(True)
+    for n in range(3, 10):  # the next batch
+        memory.count(uuid(n))
+    assert memory.settle(True) == [("P", "")]
+    memory.count(uuid(10))
+    assert memory.settle(True) == [("C", "")]
+    assert set(memory.pinned) == {uuid(n) for n in range(10)}
+
+
+def test_a_watch_ends_after_its_limit_of_single_messages():
+    memory = Deliveries()
+    memory.watch(limit=2)
+    for n in range(4):
+        memory.count(uuid(n))
+        memory.settle(True)
+    assert set(memory.pinned) == {uuid(0), uuid(1)}
+
+
 @pytest.mark.parametrize("entries, pinned", [
     # what a process counted after its last settle is pinned by the next one
     ([("F", "a"), ("C", ""), ("F", "b")], {"b"}),

@@ -146,7 +146,7 @@ def test_messages_of_a_transaction_already_read_go_to_handle_many_in_one_call(tm
     assert replies.read_text().split("\n")[:-1] == ["OK", "OK", *["DEFER_COMMIT"] * 50, "OK", "OK"]
 
 
-def _serve_file(tmp_path, lines, flush=lambda: None, settled=None, fresh=False):
+def _serve_file(tmp_path, lines, flush=lambda: None, settled=None):
     """Serve ``lines`` as the relay hands them over, with a spool; return what handle_many saw and the replies.
 
     ``settled``: a list that gets, for each settle, whether it confirmed and the replies written by then."""
@@ -166,7 +166,7 @@ def _serve_file(tmp_path, lines, flush=lambda: None, settled=None, fresh=False):
     in_fd, out_fd = os.open(source, os.O_RDONLY), os.open(replies, os.O_WRONLY | os.O_CREAT)
     try:
         serve(lambda line, defer=False: None, flush, lambda now: None, in_fd, out_fd, relayed=True,
-              handle_many=handle_many, spool=spool, fresh=fresh,
+              handle_many=handle_many, spool=spool,
               settle=lambda confirmed: settled is not None and settled.append((confirmed, replies.read_text().split("\n")[:-1])))
     finally:
         os.close(in_fd)
@@ -233,13 +233,6 @@ def test_each_commit_settles_its_messages_once_its_reply_is_written(tmp_path):
     keyed = ["BEGIN TRANSACTION", *(_keyed(n) for n in range(5)), "COMMIT TRANSACTION"]
     _, replies, _ = _serve_file(tmp_path / "keyed", keyed, settled=settled)
     assert replies == ["OK", "OK"] and settled == [(True, ["OK", "OK"])]  # answered from the spool
-
-    # Started by rsyslog (not restarted in place): the first transaction may hold messages
-    # rsyslog also put back in its queue, so it is settled as refused, whatever its reply.
-    (tmp_path / "fresh").mkdir()
-    settled = []
-    _, replies, _ = _serve_file(tmp_path / "fresh", keyed + plain[:7], settled=settled, fresh=True)
-    assert replies == ["OK", "OK", "OK"] and [confirmed for confirmed, _ in settled] == [False, True]
 
 
 def test_fast_messages_get_no_answer_their_segment_goes_once_counted_and_a_refusal_is_noted(tmp_path):

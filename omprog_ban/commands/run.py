@@ -70,10 +70,11 @@ def work(config, args, input_fd: int, answer_fd: int, token: bytes = b"", inbox_
         if inbox is not None:
             _count_inbox(inbox, runtime)
         pipeline = runtime.pipeline
+        if not os.environ.get(RESTARTED):  # rsyslog started this run: its child before may have died
+            pipeline.deliveries.watch()
         return serve(pipeline.handle, pipeline.flush, runtime.maintain, input_fd, answer_fd, relayed=True,
                      handle_many=pipeline.handle_many, spool=spool, token=token, inbox=inbox,
-                     owed=bool(pipeline.pending), tick=runtime.tick, settle=pipeline.settle,
-                     fresh=not os.environ.get(RESTARTED))
+                     owed=bool(pipeline.pending), tick=runtime.tick, settle=pipeline.settle)
     finally:
         spool.close()
         runtime.close()
