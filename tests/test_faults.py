@@ -137,7 +137,7 @@ def test_a_message_rsyslog_puts_back_at_the_end_of_its_queue_counts_once(tmp_pat
             return [record for record in ledger.read(state) if record.kind == kind]
 
         # The first message after the kill is the one rsyslog puts back: its key is pinned
-        # (the new run's first transaction) and released when its late resend is confirmed.
+        # (a new run pins what it settles until a whole batch) and released by its late resend.
         def bystanders() -> list[str]:
             return [r.extra for r in records("F") if r.address == bystander]
 
