@@ -83,20 +83,24 @@ def work(config, args, input_fd: int, answer_fd: int, token: bytes = b"", inbox_
 def _count_inbox(inbox: Inbox, runtime: Runtime) -> None:
     """Count what the relay answered OK and no worker counted (the inbox's segments), oldest first."""
     for number, lines in inbox.pending():
-        _count_left(runtime, lines, "the relay answered OK before a worker counted them")
+        _count_left(runtime, lines, "the relay answered OK before a worker counted them", True)
         inbox.drop(number)
 
 
 def _count_spooled(spool: Spool, runtime: Runtime) -> None:
-    """Count what a dead worker left in the spool (its batch was committed), before anything else."""
-    _count_left(runtime, spool.pending(), "a committed batch left in the spool")
+    """Count what a dead worker left in the spool (its batch was committed), before anything else.
+
+    Its keys are pinned: the batch may have been that worker's first, which rsyslog may
+    also have put back at the end of its queue (see Deliveries.watch)."""
+    _count_left(runtime, spool.pending(), "a committed batch left in the spool", False)
     spool.clear()
 
 
-def _count_left(runtime: Runtime, lines: list[bytes], what: str) -> None:
+def _count_left(runtime: Runtime, lines: list[bytes], what: str, final: bool) -> None:
     """Count ``lines`` a dead process left answered but uncounted, and apply their bans.
 
-    What it had counted already is recognised by the messages' uuids. Bans the
+    What it had counted already is recognised by the messages' uuids. ``final``:
+    rsyslog will not deliver them again (else their keys are pinned). Bans the
     kernel refuses stay pending, so the next commit (or message) waits for them.
     """
     if not lines:
@@ -104,7 +108,7 @@ def _count_left(runtime: Runtime, lines: list[bytes], what: str) -> None:
     log.warning("counting %d message(s) %s", len(lines), what)
     now = runtime.clock()
     runtime.pipeline.handle_many([frame(line, now) for line in lines], defer=True)
-    runtime.pipeline.settle(True)  # they were answered OK
+    runtime.pipeline.settle(final)
     try:
         runtime.pipeline.flush()
     except NftError as error:
