@@ -74,29 +74,19 @@ def test_the_oldest_pins_go_beyond_the_cap(monkeypatch):
     assert uuid(49) not in memory.pinned and uuid(50) in memory.pinned
 
 
-def test_a_fresh_process_pins_the_batch_rsyslog_may_also_have_put_back():
-    """Watched: one message a transaction (rsyslog retrying a failed batch) is pinned, OK or
-    not, and so is the next whole batch; after it, confirmed settles pin nothing."""
+def test_a_fresh_process_pins_the_first_keys_it_counts_whatever_their_settles():
+    """Watched: the retried batch comes in groups of any size, OK or not; all pinned, then no more."""
     memory = Deliveries()
-    memory.watch()
-    for n in range(3):  # the failed batch, retried one message a transaction
-        memory.count(uuid(n))
-        memory.settle(True)
-    for n in range(3, 10):  # the next batch
-        memory.count(uuid(n))
-    assert memory.settle(True) == [("P", "")]
-    memory.count(uuid(10))
+    memory.watch(limit=10)
+    n = 0
+    for size in (1, 3, 1, 5):  # 10 keys in groups of any size, confirmed
+        for _ in range(size):
+            memory.count(uuid(n))
+            n += 1
+        assert memory.settle(True)[-1] == ("P", "")
+    memory.count(uuid(n))
     assert memory.settle(True) == [("C", "")]
-    assert set(memory.pinned) == {uuid(n) for n in range(10)}
-
-
-def test_a_watch_ends_after_its_limit_of_single_messages():
-    memory = Deliveries()
-    memory.watch(limit=2)
-    for n in range(4):
-        memory.count(uuid(n))
-        memory.settle(True)
-    assert set(memory.pinned) == {uuid(0), uuid(1)}
+    assert set(memory.pinned) == {uuid(k) for k in range(10)}
 
 
 @pytest.mark.parametrize("entries, pinned", [
