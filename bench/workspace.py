@@ -46,8 +46,8 @@ def amps_message(address: str, serial: int) -> str:
     host = f"[{address}]" if ":" in address else address
     now = time.time()
     text = f"{iso_stamp(now)} [26] info: 07-0013 client[loader]({host}:{40000 + serial % 20000}) disconnected: auth."
-    return json.dumps({"msg": text, "uuid": f"{serial:032X}", "programname": "amps", "hostname": "bench",
-                       "timereported": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))})
+    reported = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+    return "\t".join((f"{serial:032X}", "amps", "bench", reported, json.dumps(text, ensure_ascii=False)[1:-1]))
 
 
 class Child:

@@ -87,7 +87,7 @@ class Deliveries:
 
         A pinned key found again is noted, so that the settle of its resend
         releases it (or pins it again). ``Pipeline._count`` calls this only
-        while pins are held, and looks in ``recent`` itself otherwise.
+        for a pinned key, and looks in ``recent`` itself otherwise.
         """
         if key in self.pinned:
             self.retried.append(key)

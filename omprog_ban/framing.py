@@ -2,14 +2,24 @@
 
 ``LineReader`` reads whole lines from a descriptor (with a timeout, polling a
 little first when asked, and cutting over-long lines); ``frame`` turns one line
-(plain text, or the JSON object of the shipped template) into a LogLine.
+into a LogLine. A line is one of:
+
+- the shipped template's (``rsyslog.d/10-omprog-ban.conf``): rsyslog's uuid (32
+  hex digits), programname, hostname, timereported and msg, separated by TABs,
+  each but the uuid escaped as a JSON string's body (so only msg could hold a
+  TAB, and rsyslog escapes it too);
+- a JSON object with a string ``msg`` (a template of one's own, ``jsonf``), its
+  ``uuid`` the key and its other members the meta;
+- anything else: plain text (``%msg%``), with no key.
 """
 
 from __future__ import annotations
 
 import json
+import json.decoder
 import json.scanner
 import os
+import re
 import select
 import time
 from collections import deque
@@ -18,13 +28,34 @@ from omprog_ban.model import LogLine, new
 
 MAX_LINE = 1 << 20  # longer input is cut here; rsyslog's own maximum is smaller
 _scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner where there is one
+_UUID = re.compile(r"[0-9A-Fa-f]{32}").fullmatch  # rsyslog's uuid: 32 hex digits
+_scanstring = json.decoder.scanstring
+
+
+def _unescape(field: str) -> str:
+    """Return a field the template escaped as a JSON string's body, decoded; as it is when it is
+    not one (never raise)."""
+    if "\\" not in field:
+        return field
+    try:
+        text, end = _scanstring(field + '"', 0, False)
+    except ValueError:
+        return field
+    return text if end == len(field) + 1 else field
 
 
 def frame(raw: bytes, received: float) -> LogLine:
     """Return the LogLine one input line carries; never raise."""
     text = raw.decode("utf-8", "replace").rstrip("\r\n")
     key, meta = None, {}
-    if text.startswith("{"):
+    if text[32:33] == "\t" and len(parts := text.split("\t", 4)) == 5 and _UUID(parts[0]):
+        # The shipped template: rsyslog's uuid, then programname, hostname, timereported
+        # and msg, each escaped as in a JSON string (so only the last may hold a tab).
+        if "\\" in text:
+            parts = [_unescape(part) for part in parts]
+        key, program, host, reported, text = parts
+        meta = {"uuid": key, "programname": program, "hostname": host, "timereported": reported}
+    elif text.startswith("{"):
         try:
             data, end = _scan(text, 0)  # json.loads without its Python layers; whitespace checked below
             if text[end:].strip(" \t"):

@@ -201,9 +201,9 @@ class Pipeline:
                     key = ""
                     if found and ledger is not None:
                         key = line.key or "h" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-                        # A resent message (its key counted already) counts for nothing. Without
-                        # pins (the usual case) one lookup, without a call.
-                        if key == self.last_key or (deliveries.resent(key) if pinned else key in deliveries.recent):
+                        # A resent message (its key counted already) counts for nothing. Two
+                        # lookups, and a call only for a pinned key (its resend is noted).
+                        if key == self.last_key or (key in pinned and deliveries.resent(key)) or key in deliveries.recent:
                             found = []
                     if not found:
                         # A content digest identifies a resend only right after an error reply or a

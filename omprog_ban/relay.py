@@ -78,6 +78,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -104,14 +105,18 @@ FAST, CAREFUL, OWED = b" F\n", b" C\n", b" OWED\n"  # after the token: the relay
 
 
 def keyed(chunk: bytes, begin: int, end: int) -> bool:
-    """Whether the line ``chunk[begin:end]`` (no newline) is a JSON object with a non-empty string uuid
-    (the shipped template), as far as a look without parsing tells.
+    """Whether the line ``chunk[begin:end]`` (no newline) carries rsyslog's uuid, as
+    :func:`omprog_ban.framing.frame` reads it, as far as a look without parsing tells.
 
-    Inside a JSON string every quote is escaped, so ``"uuid":`` with a bare
-    quote before the colon is a key; a line cut short does not end with the
-    object's ``}``. The worker reads the line with a JSON parser and warns
+    The shipped template's line: 32 hex digits and a TAB, then three more TABs
+    (exactly what ``frame`` takes). Or a JSON object with a non-empty string
+    uuid: inside a JSON string every quote is escaped, so ``"uuid":`` with a
+    bare quote before the colon is a key; a line cut short does not end with
+    the object's ``}``. The worker reads that line with a JSON parser and warns
     about one it finds no uuid in (a custom template that nests one).
     """
+    if _FIELDS(chunk, begin, end):
+        return True
     at = chunk.find(b'"uuid":', begin, end)
     if at < 0 or chunk[begin] != 0x7B or chunk[end - 1] != 0x7D:
         return False
@@ -119,6 +124,9 @@ def keyed(chunk: bytes, begin: int, end: int) -> bool:
     while chunk[at] == 0x20:
         at += 1
     return chunk[at] == 0x22 and chunk[at + 1] != 0x22
+
+
+_FIELDS = re.compile(rb"[0-9A-Fa-f]{32}\t[^\t]*\t[^\t]*\t[^\t]*\t").match
 
 
 class WorkerGone(Exception):

@@ -110,3 +110,33 @@ def test_frame_takes_json_objects_only():
     assert frame(b'["msg"]\n', 1.0).text == '["msg"]'
     assert frame(b'{"msg": 5}\n', 1.0).text == '{"msg": 5}'
     assert frame(b"\xff\xfe\n", 1.0).text == "\ufffd\ufffd"
+
+
+UUID = "0123456789ABCDEF0123456789abcdef"
+
+
+def test_frame_takes_the_shipped_templates_fields():
+    line = frame(f"{UUID}\tampsd\thost-1\t2026-12-01T07:00:00+00:00\t 07-0013 client[a](192.0.2.1:1)\r\n".encode(), 1.0)
+    assert line.text == "07-0013 client[a](192.0.2.1:1)"  # one leading space dropped, as for %msg%
+    assert line.key == UUID
+    assert line.meta == {"uuid": UUID, "programname": "ampsd", "hostname": "host-1",
+                         "timereported": "2026-12-01T07:00:00+00:00"}
+    # Each field is a JSON string's body: escapes are decoded, field by field.
+    escaped = frame(f'{UUID}\tp\\u0041\th\tt\tsay \\"hi\\" \\\\ a\\tb \\u00e9\n'.encode(), 1.0)
+    assert (escaped.text, escaped.meta["programname"]) == ('say "hi" \\ a\tb \u00e9', "pA")
+    # What rsyslog never writes is kept as written, and the key still counts.
+    assert frame(f"{UUID}\tp\th\tt\tbad \\x escape\n".encode(), 1.0).text == "bad \\x escape"
+    assert frame(f'{UUID}\tp\th\tt\ta bare " quote \\n\n'.encode(), 1.0).text == 'a bare " quote \\n'
+    assert frame(f"{UUID}\tp\th\tt\tmore\ttabs\there\n".encode(), 1.0).text == "more\ttabs\there"
+
+
+@pytest.mark.parametrize("raw", [
+    "0123456789ABCDEF0123456789ABCDE\tp\th\tt\tmsg",  # 31 digits
+    "0123456789ABCDEF0123456789ABCDEG\tp\th\tt\tmsg",  # not hex
+    f"{UUID}\tp\th\tonly three tabs",
+    f" {UUID}\tp\th\tt\tmsg",
+    f"{UUID}0\tp\th\tt\tmsg",
+])
+def test_a_line_not_of_the_shipped_template_is_plain_text(raw):
+    line = frame(raw.encode() + b"\n", 1.0)
+    assert (line.text, line.key, line.meta) == (raw.removeprefix(" "), None, {})

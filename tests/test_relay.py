@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from omprog_ban import ledger
 from omprog_ban.inbox import Inbox
 from omprog_ban.relay import keyed, worker_cpus
@@ -362,9 +364,28 @@ def test_only_a_whole_json_object_with_a_uuid_key_goes_to_the_inbox():
         line += b"\n"
         return keyed(line, 0, len(line) - 1)
 
-    assert taken(b'{"msg":"a", "uuid":"E95D6B03", "programname":"amps"}')  # the shipped template
+    assert taken(b"0123456789ABCDEF0123456789ABCDEF\tamps\thost\t2026-12-01T07:00:00+00:00\t msg")  # the shipped template
+    assert taken(b"0123456789ABCDEF0123456789ABCDEF\t\t\t\t")
+    assert not taken(b"0123456789ABCDEF0123456789ABCDEF\tamps\thost\tcut short")
+    assert not taken(b"0123456789ABCDEF0123456789ABCDEZ\tamps\thost\tt\tmsg")
+
+    assert taken(b'{"msg":"a", "uuid":"E95D6B03", "programname":"amps"}')  # a jsonf template
     assert taken(b'{"msg":"a", "uuid": "u1"}')
     assert not taken(b'{"msg":"a", "uuid":"E95D6B03", "programname":"am')  # cut short: the worker finds no key
     assert not taken(b'{"msg":"a", "uuid":""}')  # an empty uuid
     assert not taken(b'{"msg":"a \\"uuid\\":\\"u1\\""}')  # a uuid inside the message is no key
     assert not taken(b'<13>Dec  7 host amps: "uuid":"u1"}')  # not JSON
+
+
+@pytest.mark.parametrize("tabs", range(7))
+def test_the_relay_takes_a_line_of_the_shipped_template_exactly_when_the_worker_finds_its_key(tabs):
+    """A line answered from the inbox is known by its key after a crash: the relay's look
+    and the worker's framing must agree on every line of the template's shape."""
+    from omprog_ban.framing import frame
+
+    for head in ("0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789ABCDE",
+                 "0123456789ABCDEF0123456789ABCDEF0", "0123456789ABCDEF0123456789ABCDEx", "{\"msg\":\"a\"}"):
+        for tail in ("", "x", "\\u0041", "\r", "\xff"):
+            line = (head + "\tfield" * tabs + tail).encode("utf-8", "surrogateescape") if tail != "\xff" else \
+                (head + "\tfield" * tabs).encode() + b"\xff"
+            assert keyed(line + b"\n", 0, len(line)) == (frame(line + b"\n", 1.0).key is not None), line

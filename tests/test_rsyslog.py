@@ -132,3 +132,62 @@ def test_stop_and_start_keep_bans_and_rule_count(rsyslog, server):
     assert wait_for(lambda: len(server.nft_elements()) == 2, 5)
     assert sorted(e["val"] for e in server.nft_elements()) == ["192.0.2.30", "192.0.2.32"]
     assert server.rule_count() == rules == 4  # blocklist v4/v6 + amps v4/v6
+
+
+# Lines whose bytes test the template's escaping: quotes, backslashes, a raw TAB, control
+# characters, invalid UTF-8, what looks like the template's own fields or a JSON object.
+AWKWARD = [
+    b'07-0013 client[say "hi"](192.0.2.1:1) disconnected: auth.',
+    b"back\\slash \\t \\u0041 \\\\ and a \\",
+    b"a raw\tTAB\tor\ttwo\tand more",
+    b"0123456789ABCDEF0123456789ABCDEF\tfake\tfields\there\t198.51.100.7",
+    b'{"msg": "07-0013 client[x](198.51.100.8:1) disconnected: auth.", "uuid": "0"}',
+    b"control \x01\x02\x1b[31m characters",
+    b"caf\xc3\xa9 \xe2\x9c\x93 and a bad byte \xff here",
+    b"  two leading spaces",
+    b"x" * 6000,
+]
+
+
+def test_the_shipped_template_frames_as_a_json_object_does(tmp_path, server):
+    """The shipped template (TAB-separated, each field escaped as a JSON string) gives the same
+    LogLine as a jsonf object of the same properties, for what rsyslog 8.2302 itself writes."""
+    from omprog_ban.framing import frame
+
+    fields, objects, source = tmp_path / "fields.out", tmp_path / "json.out", tmp_path / "awkward.log"
+    source.touch()
+    extra = f'''
+template(name="as-json" type="list" option.jsonf="on") {{
+    property(outname="msg" name="msg" format="jsonf")
+    property(outname="uuid" name="uuid" format="jsonf")
+    property(outname="programname" name="programname" format="jsonf")
+    property(outname="hostname" name="hostname" format="jsonf")
+    property(outname="timereported" name="timereported" dateFormat="rfc3339" format="jsonf")
+}}
+ruleset(name="capture") {{
+    action(type="omprog" binary="/bin/cat" output="{fields}" template="omprog-ban-fields")
+    action(type="omprog" binary="/bin/cat" output="{objects}" template="as-json")
+}}
+input(type="imfile" File="{source}" Tag="awkward:" ruleset="capture")
+'''
+    daemon = Rsyslog(tmp_path, server, write_config(tmp_path / "omprog-ban.toml", tmp_path / "state"), extra)
+    daemon.start()
+    try:
+        with open(source, "ab") as handle:
+            handle.write(b"".join(line + b"\n" for line in AWKWARD))
+
+        def written():
+            return all(path.exists() and path.read_bytes().count(b"\n") >= len(AWKWARD) for path in (fields, objects))
+        assert wait_for(written, 10), "rsyslog did not write both outputs"
+    finally:
+        daemon.stop()
+    shipped = [frame(line, 1.0) for line in fields.read_bytes().splitlines(keepends=True)]
+    reference = [frame(line, 1.0) for line in objects.read_bytes().splitlines(keepends=True)]
+    assert len(shipped) == len(reference) == len(AWKWARD)
+    for ours, theirs in zip(shipped, reference):
+        assert ours.key is not None and len(ours.key) == 32
+        assert (ours.text, ours.key, ours.meta) == (theirs.text, theirs.key, theirs.meta)
+        assert ours.meta["programname"] == "awkward"
+    assert shipped[2].text == "a raw\tTAB\tor\ttwo\tand more"  # imfile passes a TAB on; the message keeps it
+    assert shipped[3].text.startswith("0123456789ABCDEF0123456789ABCDEF\tfake")  # the message's "fields" stay in it
+    assert shipped[4].text.startswith('{"msg": ') and shipped[4].key != "0"
