@@ -298,7 +298,7 @@ class Relay:
         tail = b""  # a line not read to its end yet (up to LONGEST bytes): not answered, so it may wait here
         read, write, stdin_fd, stdout_fd, idle = os.read, os.write, self.stdin_fd, self.stdout_fd, self._idle.poll
         while True:
-            if not in_batch and not head:
+            if not in_batch and not head and not tail:  # between messages (part of one held: read on)
                 if not self.fast and self.allowed and not self.batches and self.inbox is not None:
                     self.go_fast()
                 ready = idle()  # rsyslog's next line, usually; else the worker's note or end first
