@@ -75,10 +75,26 @@ def soak(minutes: float, seed: int, per_message: bool = False) -> int:
         print(f"soak: {'one OK per message' if per_message else 'transactions'}, {minutes:g} min, {wave} waves, {len(attackers)} attackers, {len(bystanders)} bystanders, "
               f"{kills} SIGKILLs, {flushes} ruleset flushes")
         print(f"soak: attackers missing {len(attackers - final)}, bystanders banned {len(final & bystanders)}")
+        if final != attackers:
+            _explain(work, sorted(attackers - final), sorted(final & bystanders))
         return 0 if final == attackers else 1
     finally:
         rsyslog.stop()
         server.close()
+
+
+def _explain(work: Path, missing: list[str], banned: list[str]) -> None:
+    """Print what the ledger counted for each address the kernel got wrong, and where the files are."""
+    from omprog_ban import ledger
+
+    counted: dict[str, int] = {}
+    for record in ledger.read(work / "state" / "ledger"):
+        if record.kind == "F":
+            counted[record.address] = counted.get(record.address, 0) + 1
+    for label, addresses, sent in (("missing attacker", missing, 10), ("banned bystander", banned, 9)):
+        for address in addresses[:20]:
+            print(f"soak: {label} {address}: sent {sent} failures, the ledger counts {counted.get(address, 0)}")
+    print(f"soak: kept for a look: {work} (amps.log, omprog-ban.log, rsyslog.log, state/)")
 
 
 def main() -> None:
