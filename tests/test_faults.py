@@ -254,6 +254,31 @@ def test_messages_queued_when_rsyslog_stops_are_processed_after_it_starts(tmp_pa
         rsyslog.stop()
 
 
+def test_rsyslog_killed_and_started_again_reads_no_line_twice(tmp_path, server):
+    """rsyslogd SIGKILLed (OOM, a crash): at its next start imfile reads again from the
+    place it last saved, and each line it reads again is a new message with a new uuid.
+    The shipped inputs save their place whenever they hand lines on, so a bystander's
+    failures are not counted twice (without that setting this one is banned)."""
+    rsyslog = started(tmp_path, server)
+
+    def counted(address: str) -> int:
+        return sum(record.kind == "F" and record.address == address for record in ledger.read(tmp_path / "state" / "ledger"))
+
+    try:
+        rsyslog.write_amps([amps_line("192.0.2.60", port=i) for i in range(9)])  # one short of maxretry
+        assert wait_for(lambda: counted("192.0.2.60") == 9, 10)
+        os.kill(int(rsyslog.pidfile.read_text()), signal.SIGKILL)
+        rsyslog.process.wait(10)
+        rsyslog.pidfile.unlink()
+        rsyslog.start()
+        rsyslog.write_amps([amps_line("192.0.2.61", port=i) for i in range(10)])  # read after anything read again
+        assert wait_for(lambda: banned(server) == {"192.0.2.61"}, 20), rsyslog.log_text()
+        time.sleep(0.5)
+        assert counted("192.0.2.60") == 9 and banned(server) == {"192.0.2.61"}
+    finally:
+        rsyslog.stop()
+
+
 def test_a_flushed_ruleset_is_restored_with_the_active_bans(tmp_path, server):
     rsyslog = started(tmp_path, server)
     try:
