@@ -23,16 +23,20 @@ So two memories, both of delivery keys (rsyslog's uuid, a journal cursor):
 ``pinned``
     The keys of counted messages that may come again however late: a batch
     answered with an error, the first keys a fresh process counts (``watch``),
-    what a process had not settled when it died. They stay until a resend of theirs is confirmed; only when PINNED of
-    them are held does the oldest go. Nothing is pinned while every reply is
-    ``OK`` and no process dies.
+    what a process had not settled when it died, and the last batch it
+    confirmed (its ``OK`` was written, but the relay that forwards it to
+    rsyslog may have died first). They stay until a resend of theirs is
+    confirmed outside a fresh process's watch; only when PINNED of them are
+    held does the oldest go. Nothing is pinned while every reply is ``OK`` and
+    no process dies.
 
 The source tells which: ``settle(True)`` once the messages counted since the
 last settle are confirmed (their ``OK`` written, or answered by the relay),
 ``settle(False)`` when they may come again. Each settle returns the ledger
 entries that record it (markers ``C``/``P``, and ``R`` for a pin released), so
 that a new process knows which keys to pin (see ``restore``): those before a
-``P``, and those after the last marker (what the dead one had not settled).
+``P``, those after the last marker (what the dead one had not settled), and
+those before the last ``C`` (what it settled last).
 """
 
 from __future__ import annotations
@@ -42,9 +46,9 @@ from typing import Iterable
 RECENT = 65536  # keys of the last counted messages: more than any batch rsyslog resends at once
 # Keys of messages that may come again. rsyslog retries a refused batch on the
 # spot and keeps retrying it (``action.resumeRetryCount="-1"``): an outage pins
-# one batch, not the queue. A crash pins at most one batch (the first
-# transaction after it, or what was not settled), and those pins that are
-# never resent stay until PINNED newer ones push them out: 64 fresh starts.
+# one batch, not the queue. A crash pins a few batches (the first WATCHED keys
+# after it, what was not settled, the last batch confirmed), and those pins that
+# are never resent stay until PINNED newer ones push them out: 40 fresh starts.
 # A pin is its key (the same string as in ``recent`` while it is there): a dict
 # entry, 32 bytes (tracemalloc), and the uuid's own 81 once ``recent`` has let it
 # go: 14.8 MB at most. The hot path looks it up as it is (no conversion).
@@ -63,6 +67,7 @@ class Deliveries:
         self.open: list[str] = []  # keys counted since the last settle
         self.retried: list[str] = []  # pinned keys resent since the last settle
         self.watching = 0  # keys still to pin whatever their settle (``watch``)
+        self.last: list[str] = []  # the keys of the last confirmed settle (see ``restore``)
 
     def watch(self, limit: int = WATCHED) -> None:
         """Pin the next ``limit`` keys counted (at least), confirmed or not.
@@ -79,6 +84,9 @@ class Deliveries:
         first keys a fresh process counts hold all of it that it counts. (A first
         version stopped at the first settle of more than one key: the soak, traced,
         showed the retried batch coming as settles of 1, 1, 3, 5, 1, 1, 3 keys.)
+        Pinned keys resent meanwhile stay pinned, confirmed or not: that resend may
+        be the one rsyslog delivers again later (a batch of resends only, such as
+        the last batch a dead process had confirmed, counts no key).
         """
         self.watching = limit
 
@@ -116,9 +124,11 @@ class Deliveries:
         opened, retried = self.open, self.retried
         if not opened and not retried:
             return []
-        if self.watching and opened:
+        if self.watching:
             confirmed = False
             self.watching = max(0, self.watching - len(opened))
+        elif confirmed and opened:
+            self.last = opened
         entries: list[tuple[str, str]] = []
         pinned = self.pinned
         if confirmed:
@@ -138,10 +148,15 @@ class Deliveries:
 
     def restore(self, entries: Iterable[tuple[str, str]]) -> None:
         """Rebuild from a ledger's entries in order: ``("F", key)`` for a counted message,
-        and what ``settle`` returned. Keys left after the last marker were not settled
-        by the process that counted them: they are pinned. A ledger without any marker
-        was written before markers existed (every start compacts, and a compaction
-        writes them): its keys are only recent, as that version kept them."""
+        and what ``settle`` returned. Pinned are the keys left after the last marker
+        (the process that counted them had not settled them) and those of the last
+        confirmed settle: that process wrote their ``OK``, yet rsyslog gets it from
+        the relay, which may have died before it passed it on; rsyslog then resends
+        the batch, and may deliver it once more a queue later (see ``watch``). A
+        group of more than WATCHED keys is no batch but a compaction's recent keys
+        (the dead process settled nothing after it): not pinned. A ledger without
+        any marker was written before markers existed (every start compacts, and a
+        compaction writes them): its keys are only recent, as that version kept them."""
         marked = False
         for kind, key in entries:
             if kind == "F":
@@ -152,21 +167,37 @@ class Deliveries:
                 marked = True
                 self.settle(kind == "C")
         self.settle(not marked)
+        if marked and len(self.last) <= WATCHED:
+            self.pinned.update(dict.fromkeys(self.last))
+            _cap(self.pinned)
+        self.last = []
 
     def compacted(self, last_key: str | None) -> list[tuple[str, str]]:
         """Return the entries that rebuild this memory with ``restore``: the recent keys, the
-        pinned ones, the open ones. ``last_key`` comes last among the keys (``restore``'s
-        caller takes the last key read as the last counted), in its own group."""
+        pinned ones, those of the last confirmed settle, the open ones. ``last_key`` comes
+        last among the keys (``restore``'s caller takes the last key read as the last
+        counted): in the last settle's group when it belongs to it, else in its own."""
         pinned = self.pinned
-        entries = [("F", key) for key in self.recent if key != last_key and key not in pinned]
+        # The last confirmed settle is written last among the settled keys, so that
+        # ``restore`` finds it again (``last_key`` closes it when it belongs to it).
+        last = [key for key in self.last if key != last_key and key not in pinned]
+        skip = set(last)
+        entries = [("F", key) for key in self.recent if key != last_key and key not in pinned and key not in skip]
         entries.append(("C", ""))
         entries.extend(("F", key) for key in pinned if key != last_key)
         entries.append(("P", ""))
+        closes = bool(last_key) and not self.open and last_key not in pinned  # last_key settled as confirmed
+        if last:
+            entries.extend(("F", key) for key in last)
+            if closes and last_key in self.last:
+                entries.extend((("F", last_key), ("C", "")))
+                return entries
+            entries.append(("C", ""))
         entries.extend(("F", key) for key in self.open if key != last_key)
         if last_key:
             entries.append(("F", last_key))
             if not self.open:  # settled: close it as it was settled
-                entries.append(("P", "") if last_key in pinned else ("C", ""))
+                entries.append(("C", "") if closes else ("P", ""))
         return entries
 
 

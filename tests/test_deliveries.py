@@ -90,19 +90,64 @@ def test_a_fresh_process_pins_the_first_keys_it_counts_whatever_their_settles():
 
 
 @pytest.mark.parametrize("entries, pinned", [
-    # what a process counted after its last settle is pinned by the next one
-    ([("F", "a"), ("C", ""), ("F", "b")], {"b"}),
-    ([("F", "a"), ("P", ""), ("F", "b"), ("C", "")], {"a"}),
-    ([("F", "a"), ("P", ""), ("R", "a"), ("F", "b"), ("C", "")], set()),
-    ([("F", "a"), ("F", "b"), ("C", "")], set()),
+    # what a process counted after its last settle is pinned by the next one, and
+    # what it settled last as confirmed (the relay may have died before passing the OK on)
+    ([("F", "a"), ("C", ""), ("F", "b")], {"a", "b"}),
+    ([("F", "a"), ("C", ""), ("F", "b"), ("C", "")], {"b"}),
+    ([("F", "a"), ("F", "b"), ("C", "")], {"a", "b"}),
+    ([("F", "a"), ("P", ""), ("F", "b"), ("C", "")], {"a", "b"}),
+    ([("F", "a"), ("P", ""), ("R", "a"), ("F", "b"), ("C", "")], {"b"}),
+    ([("F", "a"), ("C", ""), ("F", "b"), ("P", "")], {"a", "b"}),
+    ([("F", "a"), ("C", ""), ("F", "b"), ("C", ""), ("F", "c"), ("P", "")], {"b", "c"}),
     # a ledger from before the markers: every start compacts, and a compaction writes them
     ([("F", "a"), ("F", "b")], set()),
 ])
-def test_restore_pins_what_was_refused_or_never_settled(entries, pinned):
+def test_restore_pins_what_was_refused_or_never_settled_or_settled_last(entries, pinned):
     memory = Deliveries()
     memory.restore(entries)
     assert set(memory.pinned) == pinned
     assert set(memory.recent) == {key for kind, key in entries if kind == "F"}
+
+
+def test_restore_does_not_pin_a_compactions_recent_keys():
+    """A confirmed group larger than any batch is a compaction's memory, not the dead process's last batch."""
+    keys = [uuid(n) for n in range(deliveries.WATCHED + 1)]
+    memory = Deliveries()
+    memory.restore([*(("F", key) for key in keys), ("C", "")])
+    assert memory.pinned == {}
+    assert all(memory.resent(key) for key in keys)
+
+
+def test_a_fresh_process_keeps_pinned_keys_it_is_sent_again_while_it_watches():
+    """A first transaction of resends only (the dead process's last batch) counts no key; its
+    confirmed settle must not release the pins, since rsyslog may deliver it once more."""
+    memory = Deliveries()
+    memory.restore([("F", uuid(1)), ("F", uuid(2)), ("C", "")])
+    memory.watch()
+    assert memory.resent(uuid(1)) and memory.resent(uuid(2))
+    assert memory.settle(True) == []
+    assert set(memory.pinned) == {uuid(1), uuid(2)}
+    memory.watch(0)  # the watch over: a confirmed resend releases the pin
+    assert memory.resent(uuid(1))
+    assert memory.settle(True) == [("R", uuid(1))]
+    assert set(memory.pinned) == {uuid(2)}
+
+
+@pytest.mark.parametrize("last_key_in_last", [True, False])
+def test_a_compaction_keeps_the_last_confirmed_batch_last(last_key_in_last):
+    """compacted -> restore: the last confirmed batch is pinned, the older recent keys are not."""
+    memory = Deliveries()
+    flood(memory, 0, 3000)  # ends with a confirmed batch of 3000 % 1024 = 952 keys
+    last = [uuid(n) for n in range(2048, 3000)]
+    assert memory.last == last
+    last_key = last[-1] if last_key_in_last else uuid(3000)
+    if not last_key_in_last:  # a message counted and settled as refused after the batch
+        memory.count(last_key)
+        memory.settle(False)
+    again = Deliveries()
+    again.restore(memory.compacted(last_key))
+    assert set(again.pinned) == set(last) | ({last_key} if not last_key_in_last else set())
+    assert set(again.recent) == {uuid(n) for n in range(3000 + (not last_key_in_last))}
 
 
 def line(address: str, port: int, key: str) -> LogLine:
@@ -138,5 +183,36 @@ def test_a_refused_batch_resent_after_a_flood_and_a_restart_counts_nothing(tmp_p
     again.settle(True)
     assert again.counters["amps"].counted == counted
     assert sum(1 for record in read(tmp_path / "ledger") if record.kind == "F" and record.address == "192.0.2.9") == 9
-    # the bystander's pin is released (its resend was confirmed); the attacker's, never resent, stays
-    assert set(again.deliveries.pinned) == {line.key for line in attacker}
+    # the bystander's pin is released (its resend was confirmed); the attacker's, never resent, stays,
+    # as do those of the last batch the process before confirmed (its OK may not have reached rsyslog)
+    last_batch = others[len(others) // 1024 * 1024:]
+    assert set(again.deliveries.pinned) == {line.key for line in attacker + last_batch}
+
+
+def test_a_batch_whose_ok_the_relay_never_passed_on_counts_once_however_often_it_comes(tmp_path):
+    """The worker answered the commit ``OK`` and marked it confirmed, but the relay died before
+    rsyslog read it: rsyslog resends the batch to the new process at once, and (action.c leaves
+    a message it could not send ``BEGIN`` for "ready") may deliver it again a queue later."""
+    pipeline = Pipeline(config.load(None), FlakyBackend(failures=0), Ledger(tmp_path / "ledger"))
+    bystander = [line("192.0.2.9", port, uuid(10**9 + port)) for port in range(9)]
+    pipeline.handle_many(bystander, defer=True)
+    pipeline.flush()
+    pipeline.settle(True)  # the commit's OK written; the process is killed here
+
+    again = Pipeline(config.load(None), FlakyBackend(failures=0), Ledger(tmp_path / "ledger"))
+    again.restore(now=1001.0)
+    again.deliveries.watch()  # as ``run`` does when rsyslog started it
+    counted = again.counters["amps"].counted
+    again.handle_many(bystander, defer=True)  # the resend, at once
+    again.flush()
+    again.settle(True)
+    others = [line(f"198.51.100.{n % 200}", n, uuid(n)) for n in range(RECENT + 1000)]
+    for start in range(0, len(others), 1024):
+        again.handle_many(others[start:start + 1024], defer=True)
+        again.settle(True)
+    again.flush()
+    again.handle_many(bystander, defer=True)  # and once more, a queue later
+    again.settle(True)
+    assert again.counters["amps"].counted == counted + len(others)
+    assert sum(1 for record in read(tmp_path / "ledger") if record.kind == "F" and record.address == "192.0.2.9") == 9
+    assert not any(ban.address.exploded == "192.0.2.9" for ban in again.pending)
