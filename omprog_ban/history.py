@@ -131,11 +131,12 @@ class History:
             self._waiting, self._indexed = {}, 0
             return
         waiting = self._waiting
-        for moment, name, address, *_ in rows[:self._indexed]:  # each key's times are oldest first
-            times = waiting[(name, address)]
+        for row in rows[:self._indexed]:  # each key's times are oldest first
+            where = (row[1], row[2])  # (jail, address)
+            times = waiting[where]
             del times[0]
             if not times:
-                del waiting[(name, address)]
+                del waiting[where]
         self._indexed = max(0, self._indexed - len(rows))
 
     def prune(self, now: float) -> int:
@@ -172,12 +173,18 @@ class History:
                 log.error("history: cannot count earlier bans of %d address(es): %s", len(unique), error)
                 stored = {}
         waiting = self._waiting
-        for moment, name, address, *_ in self.queued[self._indexed:]:
-            waiting.setdefault((name, address), []).append(moment)
+        for row in self.queued[self._indexed:]:  # (time, jail, address, ...): no unpacking, a flood indexes every row
+            waiting.setdefault((row[1], row[2]), []).append(row[0])
         self._indexed = len(self.queued)
-        return [sum(1 for moment in stored.get(text, ()) if moment >= since)
-                + sum(1 for moment in waiting.get((jail, text), ()) if moment >= since)
-                for text, (_, since) in zip(texts, asks)]
+        counts = []
+        for text, (_, since) in zip(texts, asks):  # mostly neither: a flood's addresses are new
+            found = stored.get(text)
+            count = sum(1 for moment in found if moment >= since) if found else 0
+            found = waiting.get((jail, text))
+            if found:
+                count += sum(1 for moment in found if moment >= since)
+            counts.append(count)
+        return counts
 
     def offenders(self, since: float = 0.0, limit: int | None = None) -> list[Offender]:
         """Return addresses by number of bans since ``since`` (most first; ties: latest first)."""

@@ -57,6 +57,8 @@ class Escalate:
             increment = self.jails[name].increment
             counts = self.earlier(name, [(bans[at].address, bans[at].time - self.window) for at in positions])
             for at, earlier in zip(positions, counts):
+                if not earlier:  # a first offence, as most in a flood: the ban as it is
+                    continue
                 ban = bans[at]
                 bantime = bantime_for(ban.bantime, increment.factor, increment.max, earlier)
                 if bantime != ban.bantime:
