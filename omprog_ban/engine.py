@@ -20,7 +20,7 @@ from itertools import islice
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from omprog_ban.model import Address, Ban, Network
+from omprog_ban.model import Address, Ban, Network, new
 
 IPv4Address = ipaddress.IPv4Address
 
@@ -107,8 +107,8 @@ class Tracker:
                 and _reached(times, maxretry, policy.findtime):
             banned[key] = now + policy.bantime
             count = len(times) if times.__class__ is list else 1
-            return Ban(jail, key_address(key) if not v4 and key >> 32 == 0xFFFF else address,
-                       policy.bantime, now, count, f"{count} failures")
+            return new(Ban, (jail, key_address(key) if not v4 and key >> 32 == 0xFFFF else address,
+                             policy.bantime, now, count, f"{count} failures"))
         windows[key] = times  # re-inserted last: dict order is least recent first
         if len(windows) > policy.capacity:
             _evict(windows, policy.capacity)

@@ -133,9 +133,15 @@ class Nft:
             return
         if self._text:
             by_name: dict[str, list[str]] = {}
+            sets = self._sets
             for ban in bans:
-                by_name.setdefault(self.set_for(ban.jail, ban.address), []).append(
-                    f"{_value_text(ban.address)} timeout {max(1, round(ban.bantime))}s")
+                address = ban.address
+                kind = _KIND.get(address.__class__)  # an address (a prefix is rare): no property, no isinstance
+                if kind is None:
+                    name, value = self.set_for(ban.jail, address), _value_text(address)
+                else:
+                    name, value = sets[ban.jail][kind], text(address)
+                by_name.setdefault(name, []).append(f"{value} timeout {max(1, round(ban.bantime))}s")
             script = "\n".join(f"add element inet {self.table} {name} {{ {', '.join(elements)} }}"
                                 for name, elements in by_name.items())
             rc, _, error = self._context.cmd(script)  # one buffer, one transaction
@@ -226,6 +232,9 @@ def _value(address: Any) -> Any:
             return str(address.network_address)
         return {"prefix": {"addr": str(address.network_address), "len": address.prefixlen}}
     return text(address)
+
+
+_KIND = {ipaddress.IPv4Address: "v4", ipaddress.IPv6Address: "v6"}  # the set of an address, by its class
 
 
 def _value_text(address: Any) -> str:
