@@ -36,6 +36,31 @@ def test_members_outside_the_window_do_not_count_and_ipv6_uses_64():
     assert subnets.observe(ban("2001:db8:1:3::1", 200)) is None
 
 
+def test_expire_forgets_the_prefixes_whose_members_left_their_window_and_keeps_the_others():
+    subnets = Subnets({"web": Subnet(addresses=3, window=100)})
+    for n, at in ((1, 0), (2, 10), (3, 50), (4, 60)):  # four prefixes, two members each
+        subnets.observe(ban(f"198.51.{n}.1", at))
+        subnets.observe(ban(f"198.51.{n}.2", at + 5))
+    subnets.observe(ban("198.51.1.2", 70))  # a member of the first prefix banned again: it is recent now
+    subnets.expire(now=140)  # the second's members left their window at 115; the others' have not
+    assert len(subnets._recent["web"]) == 3
+    assert subnets.observe(ban("198.51.2.3", 141)) is None  # it starts again from one member
+    assert subnets.observe(ban("198.51.1.3", 142)) is None  # .1 left the window; .2 (at 70) is in it
+    assert str(subnets.observe(ban("198.51.1.4", 143)).address) == "198.51.1.0/24"
+
+
+def test_a_prefix_ban_from_the_kernel_holds_until_it_ends():
+    subnets = Subnets({"web": Subnet(addresses=2, window=100)})
+    subnets.mark("web", ipaddress.ip_network("198.51.100.0/24"), 500.0)
+    assert subnets.observe(ban("198.51.100.1", 10)) is None
+    assert subnets.observe(ban("198.51.100.2", 20)) is None  # banned already: never added again
+    assert [(jail, str(network), until) for jail, network, until in subnets.bans()] == [("web", "198.51.100.0/24", 500.0)]
+    subnets.expire(now=501.0)
+    assert list(subnets.bans()) == []
+    assert subnets.observe(ban("198.51.100.3", 510)) is None
+    assert str(subnets.observe(ban("198.51.100.4", 520)).address) == "198.51.100.0/24"
+
+
 CONFIG = """
 state_dir = "{state}"
 blocklist = ["203.0.113.0/24", "203.0.113.7", "2001:db8:bad::/48", "192.0.2.99"]
