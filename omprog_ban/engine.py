@@ -103,8 +103,9 @@ class Tracker:
         windows = state.windows
         times = _add(windows.pop(key, None), now, policy.findtime)
         # The length test first: most failures leave the window short of maxretry.
-        if (len(times) >= maxretry if times.__class__ is list else maxretry <= 1) \
-                and _reached(times, maxretry, policy.findtime):
+        # A single failure (a float) reaches only maxretry 1, without a call.
+        if (len(times) >= maxretry and _reached(times, maxretry, policy.findtime) if times.__class__ is list
+                else maxretry <= 1):
             banned[key] = now + policy.bantime
             count = len(times) if times.__class__ is list else 1
             return new(Ban, (jail, key_address(key) if not v4 and key >> 32 == 0xFFFF else address,

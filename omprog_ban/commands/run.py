@@ -8,6 +8,7 @@ Two processes serve: a relay on rsyslog's pipes and a worker with the pipeline
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -63,6 +64,7 @@ def work(config, args, input_fd: int, answer_fd: int, token: bytes = b"", inbox_
         return cli.EX_UNAVAILABLE
     log.info("ready: %d jail(s) %s, table inet %s%s", len(config.jails), ", ".join(config.jails),
              config.table, " (dry run)" if args.dry_run else "")
+    gc.freeze()  # start-up's objects (grammars, config, restored bans) are never scanned again: -2 % a ban in a flood
     spool = Spool(runtime.state_dir / ("dry-run.spool" if args.dry_run else "spool"))
     inbox = Inbox(inbox_dir) if inbox_dir is not None else None
     try:
